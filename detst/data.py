@@ -1,0 +1,106 @@
+"""The round's inputs: labeled, val and unlabeled pools, loaded, checked and slice-tagged.
+
+Built-in data (``data.builtin``) is generated into the run folder first. An unlabeled
+pool is a COCO file listing images (with attributes) or a folder scanned recursively;
+folder images get ids 1..N in sorted path order — never from their file names.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from detst.config import Config
+from detst.errors import DatasetError
+from detst.io.coco import CocoSet, load_coco, load_images
+from detst.io.files import read_json
+from detst.io.images import IMAGE_SUFFIXES, image_size
+from detst.slices import members, tag_images
+from detst.structures import ClassMap, ImageRecord
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class RoundData:
+    labeled: CocoSet
+    val: CocoSet
+    pool: list[ImageRecord]
+    pool_dropped: Counter
+    val_tags: dict[int, list[str]]
+    pool_tags: dict[int, list[str]]
+    sources: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> ClassMap:
+        return self.labeled.classes
+
+    def val_slices(self) -> dict[str, list[int]]:
+        return members(self.val_tags)
+
+    def pool_slices(self) -> dict[str, list[int]]:
+        return members(self.pool_tags)
+
+
+def _builtin(cfg: Config, run_dir: Path) -> dict[str, Path]:
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from datasets.daynight import generate
+
+    b = cfg.data.builtin
+    assert b is not None
+    return generate(run_dir / "data" / "daynight", seed=b.seed, n_labeled=b.n_labeled, n_val=b.n_val,
+                    n_pool=b.n_pool, imgsz=b.imgsz, progress=True)
+
+
+def load_pool(annotations: Path | None, images_dir: Path) -> tuple[list[ImageRecord], Counter]:
+    dropped: Counter = Counter()
+    if annotations is not None:
+        if not annotations.is_file():
+            raise DatasetError(f"{annotations}: pool annotation file not found (data.unlabeled.annotations)")
+        try:
+            data = read_json(annotations)
+        except ValueError as e:
+            raise DatasetError(f"{annotations}: not valid JSON ({e})") from e
+        return load_images(data, annotations, images_dir, True, dropped), dropped
+    if not images_dir.is_dir():
+        raise DatasetError(f"{images_dir}: unlabeled image folder not found (data.unlabeled.images)")
+    files = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    out = []
+    for i, p in enumerate(files, start=1):
+        try:
+            w, h = image_size(p)
+        except DatasetError:
+            dropped["image_unreadable"] += 1
+            continue
+        out.append(ImageRecord(i, p.resolve(), w, h, {}))
+    return out, dropped
+
+
+def load_data(cfg: Config, run_dir: Path) -> RoundData:
+    d = cfg.data
+    if d.builtin is not None:
+        p = _builtin(cfg, run_dir)
+        lab = (p["labeled_annotations"], p["labeled_images"])
+        val = (p["val_annotations"], p["val_images"])
+        pool = (p["pool_annotations"], p["pool_images"])
+        sources = dict(p)
+    else:
+        assert d.labeled and d.val and d.unlabeled
+        lab = (cfg.path(d.labeled.annotations), cfg.path(d.labeled.images))
+        val = (cfg.path(d.val.annotations), cfg.path(d.val.images))
+        pool = (cfg.path(d.unlabeled.annotations) if d.unlabeled.annotations else None, cfg.path(d.unlabeled.images))
+        sources = {"labeled_annotations": lab[0], "val_annotations": val[0]}
+    labeled = load_coco(*lab)
+    valset = load_coco(*val, classes=labeled.classes)
+    pool_images, pool_dropped = load_pool(*pool)
+    if not labeled.images:
+        raise DatasetError(f"{lab[0]}: no usable labeled image")
+    if not valset.images:
+        raise DatasetError(f"{val[0]}: no usable val image")
+    if not pool_images:
+        raise DatasetError(f"{pool[1]}: the unlabeled pool holds no readable image")
+    return RoundData(labeled, valset, pool_images, pool_dropped, tag_images(valset.images, d.slices),
+                     tag_images(pool_images, d.slices), sources)

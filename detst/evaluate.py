@@ -1,0 +1,163 @@
+"""COCO evaluation per slice, per class and per size bucket, in one pass.
+
+pycocotools' per-image evaluation runs once over all images; each slice is then
+accumulated from the subset of per-image results that belong to it. That gives exactly
+what running pycocotools on each slice separately gives (``tests/test_evaluate.py``
+checks it), at the cost of one evaluation. Undefined metrics (no GT: pycocotools' -1)
+are ``None`` — "not applicable", never averaged and never a drop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from detst.boxes import SIZE_BUCKETS, xyxy_to_xywh
+from detst.io.coco import gt_dataset
+from detst.structures import ClassMap, Detections, ImageRecord
+
+STAT_NAMES = ("map", "map50", "map75", "map_small", "map_medium", "map_large",
+              "ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large")
+
+
+def _quiet() -> contextlib.AbstractContextManager:
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def _defined(v: float) -> float | None:
+    return None if v is None or not np.isfinite(v) or v < 0 else float(v)
+
+
+def _coco_gt(images: list[ImageRecord], gt: dict[int, Detections], classes: ClassMap) -> COCO:
+    coco = COCO()
+    coco.dataset = gt_dataset(images, gt, classes)
+    with _quiet():
+        coco.createIndex()
+    return coco
+
+
+def _coco_dt(coco_gt: COCO, preds: dict[int, Detections], classes: ClassMap) -> COCO:
+    """Results COCO built directly (``loadRes`` crashes on an empty list and needs ``info``)."""
+    anns = []
+    for iid in coco_gt.getImgIds():
+        d = preds.get(iid)
+        if d is None or not len(d):
+            continue
+        xywh = xyxy_to_xywh(d.xyxy)
+        for k in range(len(d)):
+            w, h = float(xywh[k, 2]), float(xywh[k, 3])
+            anns.append({"id": len(anns) + 1, "image_id": int(iid), "category_id": classes.to_category(d.class_id[k]),
+                         "bbox": [float(xywh[k, 0]), float(xywh[k, 1]), w, h], "area": w * h,
+                         "score": float(d.score[k]), "iscrowd": 0})
+    dt = COCO()
+    dt.dataset = {"images": coco_gt.dataset["images"], "categories": coco_gt.dataset["categories"],
+                  "annotations": anns}
+    with _quiet():
+        dt.createIndex()
+    return dt
+
+
+@dataclass
+class SliceEval:
+    """One slice's numbers: COCO stats, per-class AP50, recall@IoU.5 per size bucket, counts."""
+
+    name: str
+    n_images: int
+    n_gt: int
+    n_gt_by_size: dict[str, int]
+    stats: dict[str, float | None]
+    ap50_per_class: dict[str, float | None]
+    recall50_by_size: dict[str, float | None]
+
+    def metric(self, name: str) -> float | None:
+        return self.stats.get(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class SliceEvaluator:
+    """Evaluate once, read any slice. ``preds`` must be raw detections (low score floor)."""
+
+    def __init__(self, images: list[ImageRecord], gt: dict[int, Detections], preds: dict[int, Detections],
+                 classes: ClassMap) -> None:
+        self.classes = classes
+        self.images = images
+        self.coco_gt = _coco_gt(images, gt, classes)
+        self.coco_dt = _coco_dt(self.coco_gt, preds, classes)
+        self.E = COCOeval(self.coco_gt, self.coco_dt, "bbox")
+        with _quiet():
+            self.E.evaluate()
+        self._index = {iid: n for n, iid in enumerate(self.E._paramsEval.imgIds)}
+
+    def _subset(self, image_ids: list[int]) -> COCOeval:
+        E = self.E
+        pe = E._paramsEval
+        ids = sorted(set(image_ids))
+        sel = [self._index[i] for i in ids]
+        K0, A0, I0 = len(pe.catIds), len(pe.areaRng), len(pe.imgIds)
+        sub = copy.copy(E)
+        sub.evalImgs = [E.evalImgs[k * A0 * I0 + a * I0 + i] for k in range(K0) for a in range(A0) for i in sel]
+        sub._paramsEval = copy.deepcopy(pe)
+        sub._paramsEval.imgIds = ids
+        sub.params = copy.deepcopy(pe)
+        sub.params.imgIds = ids
+        with _quiet():
+            sub.accumulate()
+            sub.summarize()
+        return sub
+
+    def slice(self, name: str, image_ids: list[int]) -> SliceEval:
+        ids = sorted(set(image_ids))
+        gt_anns = [a for i in ids for a in self.coco_gt.imgToAnns.get(i, []) if not a.get("iscrowd")]
+        n_by_size = {b: 0 for b in SIZE_BUCKETS}
+        for a in gt_anns:
+            n_by_size["small" if a["area"] < 32**2 else "medium" if a["area"] < 96**2 else "large"] += 1
+        if not ids:
+            return SliceEval(name, 0, 0, n_by_size, {k: None for k in STAT_NAMES},
+                             {n: None for n in self.classes.names}, {b: None for b in SIZE_BUCKETS})
+        sub = self._subset(ids)
+        stats = {k: _defined(v) for k, v in zip(STAT_NAMES, sub.stats)}
+        prec = sub.eval["precision"]          # [T, R, K, A, M]
+        rec = sub.eval["recall"]              # [T, K, A, M]
+        ap50 = {}
+        for k, cname in enumerate(self.classes.names):
+            p = prec[0, :, k, 0, 2]
+            ap50[cname] = _defined(float(p[p > -1].mean())) if (p > -1).any() else None
+        r50 = {}
+        for a, bucket in enumerate(SIZE_BUCKETS, start=1):
+            r = rec[0, :, a, 2]
+            # mean over classes that have GT in this bucket, as COCO averages AR
+            r50[bucket] = _defined(float(r[r > -1].mean())) if (r > -1).any() else None
+        return SliceEval(name, len(ids), len(gt_anns), n_by_size, stats, ap50, r50)
+
+
+def evaluate_slices(images: list[ImageRecord], gt: dict[int, Detections], preds: dict[int, Detections],
+                    classes: ClassMap, slices: dict[str, list[int]]) -> dict[str, SliceEval]:
+    """slice name -> SliceEval, from one pycocotools evaluation over all ``images``."""
+    ev = SliceEvaluator(images, gt, preds, classes)
+    return {name: ev.slice(name, ids) for name, ids in slices.items()}
+
+
+def evaluate_slices_reference(images: list[ImageRecord], gt: dict[int, Detections], preds: dict[int, Detections],
+                              classes: ClassMap, slices: dict[str, list[int]]) -> dict[str, list[float]]:
+    """Plain pycocotools run once per slice (the reference the one-pass path must equal)."""
+    coco_gt = _coco_gt(images, gt, classes)
+    coco_dt = _coco_dt(coco_gt, preds, classes)
+    out = {}
+    for name, ids in slices.items():
+        E = COCOeval(coco_gt, coco_dt, "bbox")
+        E.params.imgIds = sorted(set(ids))
+        with _quiet():
+            E.evaluate()
+            E.accumulate()
+            E.summarize()
+        out[name] = [float(v) for v in E.stats]
+    return out

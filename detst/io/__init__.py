@@ -1,0 +1,1 @@
+"""I/O at the edges: COCO and YOLO files, images, atomic writes."""

@@ -1,0 +1,216 @@
+"""COCO ⇄ detst: the only place that knows ``xywh``.
+
+Loading converts each annotation once (xywh -> xyxy, clip a hair outside the image,
+drop degenerate boxes and count them) and keeps category ids as the user wrote them
+behind one ClassMap. Missing ``iscrowd``/``area``/``segmentation``/``info`` are filled.
+Every problem is either fixed-and-counted or a DatasetError naming file and key.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detst.boxes import areas_xyxy, clip_xyxy, xywh_to_xyxy, xyxy_to_xywh
+from detst.errors import DatasetError
+from detst.io.files import read_json
+from detst.io.images import image_size
+from detst.structures import ClassMap, Detections, ImageRecord
+
+# a box may stick out of the image by this many pixels and be clipped; more is an error
+CLIP_TOLERANCE_PX = 1.0
+
+
+@dataclass
+class CocoSet:
+    """A loaded COCO file: images, their boxes (score 1, extras ``iscrowd``), the class map,
+    and counts of everything fixed or dropped on the way in."""
+
+    source: Path
+    images: list[ImageRecord]
+    boxes: dict[int, Detections]
+    classes: ClassMap
+    dropped: Counter = field(default_factory=Counter)
+
+
+def _check_keys(obj: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
+    for k in keys:
+        if k not in obj:
+            raise DatasetError(f"{where} is missing key {k!r}")
+
+
+def load_classes(data: dict[str, Any], source: Path) -> ClassMap:
+    cats = data.get("categories")
+    if not isinstance(cats, list) or not cats:
+        raise DatasetError(f"{source}: key 'categories' must be a non-empty list")
+    for i, c in enumerate(cats):
+        _check_keys(c, ("id", "name"), f"{source}: categories[{i}]")
+    cats = sorted(cats, key=lambda c: int(c["id"]))
+    ids = [int(c["id"]) for c in cats]
+    if len(set(ids)) != len(ids):
+        raise DatasetError(f"{source}: categories has duplicate ids {sorted(i for i, n in Counter(ids).items() if n > 1)}")
+    return ClassMap(tuple(ids), tuple(str(c["name"]) for c in cats))
+
+
+def load_images(data: dict[str, Any], source: Path, images_dir: Path, check_files: bool = True,
+                dropped: Counter | None = None) -> list[ImageRecord]:
+    """COCO ``images`` -> ImageRecords. A file that is missing or unreadable is skipped and
+    counted in ``dropped``; a size that disagrees with the pixels is a DatasetError."""
+    dropped = Counter() if dropped is None else dropped
+    imgs = data.get("images")
+    if not isinstance(imgs, list):
+        raise DatasetError(f"{source}: key 'images' must be a list")
+    out, seen = [], set()
+    for i, im in enumerate(imgs):
+        where = f"{source}: images[{i}]"
+        _check_keys(im, ("id", "file_name"), where)
+        iid = im["id"]
+        if not isinstance(iid, int) or isinstance(iid, bool):
+            raise DatasetError(f"{where}.id must be an integer, got {iid!r}")
+        if iid in seen:
+            raise DatasetError(f"{where}.id {iid} is used twice")
+        seen.add(iid)
+        path = (images_dir / im["file_name"]).resolve()
+        w, h = im.get("width"), im.get("height")
+        if check_files:
+            if not path.is_file():
+                dropped["image_missing"] += 1
+                continue
+            try:
+                w_disk, h_disk = image_size(path)
+            except DatasetError:
+                dropped["image_unreadable"] += 1
+                continue
+            if w is not None and h is not None and (int(w), int(h)) != (w_disk, h_disk):
+                raise DatasetError(f"{where} ({path}): width/height in the JSON are {w}x{h} but the image is "
+                                   f"{w_disk}x{h_disk} after EXIF orientation")
+            w, h = w_disk, h_disk
+        elif w is None or h is None:
+            raise DatasetError(f"{where} is missing 'width'/'height'")
+        attrs = im.get("attributes") or {}
+        tags = {str(k): str(v) for k, v in attrs.items()}
+        out.append(ImageRecord(int(iid), path, int(w), int(h), tags))
+    return out
+
+
+def load_coco(annotations: Path, images_dir: Path, check_files: bool = True,
+              classes: ClassMap | None = None) -> CocoSet:
+    """Read a COCO detection file. Boxes become xyxy in image pixels (clipped when at most
+    ``CLIP_TOLERANCE_PX`` outside); degenerate boxes are dropped and counted."""
+    annotations = Path(annotations)
+    if not annotations.is_file():
+        raise DatasetError(f"{annotations}: annotation file not found")
+    try:
+        data = read_json(annotations)
+    except ValueError as e:
+        raise DatasetError(f"{annotations}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise DatasetError(f"{annotations}: top level must be a JSON object with 'images' and 'annotations'")
+    file_classes = load_classes(data, annotations)
+    if classes is not None and file_classes.category_ids != classes.category_ids:
+        raise DatasetError(f"{annotations}: categories {list(file_classes.category_ids)} differ from the "
+                           f"labeled set's {list(classes.category_ids)}")
+    classes = classes or file_classes
+    dropped: Counter = Counter()
+    images = load_images(data, annotations, Path(images_dir), check_files, dropped)
+    by_id = {im.id: im for im in images}
+    rows: dict[int, list[tuple[list[float], int, int]]] = {im.id: [] for im in images}
+    known_ids = {im["id"] for im in data["images"]}
+    for i, a in enumerate(data.get("annotations") or []):
+        where = f"{annotations}: annotations[{i}]"
+        _check_keys(a, ("image_id", "category_id", "bbox"), where)
+        if a["image_id"] not in known_ids:
+            raise DatasetError(f"{where}.image_id {a['image_id']} names no entry of 'images'")
+        if a["image_id"] not in by_id:
+            dropped["box_of_dropped_image"] += 1
+            continue
+        if a["category_id"] not in classes.category_ids:
+            raise DatasetError(f"{where}.category_id {a['category_id']} is not in 'categories' "
+                               f"{list(classes.category_ids)}")
+        bbox = a["bbox"]
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
+            raise DatasetError(f"{where}.bbox must be [x, y, width, height] numbers, got {bbox!r}")
+        rows[a["image_id"]].append((bbox, classes.to_index(a["category_id"]), int(a.get("iscrowd", 0))))
+    boxes = {}
+    for iid, rs in rows.items():
+        im = by_id[iid]
+        if not rs:
+            boxes[iid] = Detections.empty(("iscrowd",))
+            continue
+        xywh = np.array([r[0] for r in rs], dtype=np.float64)
+        if (xywh[:, 2:] < 0).any():
+            k = int(np.argmax((xywh[:, 2:] < 0).any(1)))
+            raise DatasetError(f"{annotations}: image {iid} ({im.path.name}) has a bbox with negative width/height "
+                               f"{xywh[k].tolist()}: bbox must be COCO [x, y, width, height], not xyxy")
+        xyxy = xywh_to_xyxy(xywh)
+        out_by = np.maximum.reduce([-xyxy[:, 0], -xyxy[:, 1], xyxy[:, 2] - im.width, xyxy[:, 3] - im.height])
+        if (out_by > CLIP_TOLERANCE_PX).any():
+            k = int(np.argmax(out_by))
+            raise DatasetError(f"{annotations}: image {iid} ({im.path.name}, {im.width}x{im.height}) has bbox "
+                               f"{xywh[k].tolist()} reaching {out_by[k]:.1f} px outside the image "
+                               f"(is it xyxy where COCO xywh belongs?)")
+        dropped["box_clipped"] += int((out_by > 0).sum())
+        xyxy = clip_xyxy(xyxy, im.width, im.height)
+        keep = (xyxy[:, 2] - xyxy[:, 0] > 0) & (xyxy[:, 3] - xyxy[:, 1] > 0)
+        dropped["box_degenerate"] += int((~keep).sum())
+        boxes[iid] = Detections(xyxy[keep], np.ones(int(keep.sum())), np.array([r[1] for r in rs])[keep],
+                                {"iscrowd": np.array([r[2] for r in rs])[keep]})
+    return CocoSet(annotations, images, boxes, classes, +dropped)
+
+
+def image_entry(im: ImageRecord, slices: list[str] | None = None, base: Path | None = None) -> dict[str, Any]:
+    """A COCO ``images`` entry; file_name relative to ``base`` when given."""
+    name = str(im.path.relative_to(base)) if base is not None and im.path.is_relative_to(base) else str(im.path)
+    e: dict[str, Any] = {"id": int(im.id), "file_name": name, "width": int(im.width), "height": int(im.height)}
+    if im.tags:
+        e["attributes"] = dict(im.tags)
+    if slices is not None:
+        e["slices"] = list(slices)
+    return e
+
+
+def annotation_entries(image_id: int, dets: Detections, classes: ClassMap, first_id: int,
+                       extras: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Detections of one image -> COCO annotations with ids from ``first_id`` (>= 1)."""
+    if first_id < 1:
+        raise ValueError("COCO annotation ids start at 1 (id 0 is falsy in pycocotools)")
+    xywh = xyxy_to_xywh(dets.xyxy)
+    area = areas_xyxy(dets.xyxy)
+    iscrowd = dets.extras.get("iscrowd", np.zeros(len(dets), np.int64))
+    out = []
+    for k in range(len(dets)):
+        a: dict[str, Any] = {
+            "id": first_id + k, "image_id": int(image_id), "category_id": classes.to_category(dets.class_id[k]),
+            "bbox": [round(float(v), 2) for v in xywh[k]], "area": round(float(area[k]), 2),
+            "iscrowd": int(iscrowd[k]), "segmentation": [],
+        }
+        for name in extras:
+            v = dets.score[k] if name == "score" else dets.extras[name][k] if name in dets.extras else None
+            a[name] = v.item() if hasattr(v, "item") else v
+        out.append(a)
+    return out
+
+
+def detections_to_results(preds: dict[int, Detections], classes: ClassMap) -> list[dict[str, Any]]:
+    """Predictions -> COCO results list (image_id, category_id, bbox xywh, score)."""
+    out = []
+    for iid, d in preds.items():
+        xywh = xyxy_to_xywh(d.xyxy)
+        for k in range(len(d)):
+            out.append({"image_id": int(iid), "category_id": classes.to_category(d.class_id[k]),
+                        "bbox": [float(v) for v in xywh[k]], "score": float(d.score[k])})
+    return out
+
+
+def gt_dataset(images: list[ImageRecord], boxes: dict[int, Detections], classes: ClassMap) -> dict[str, Any]:
+    """A complete in-memory COCO ground-truth dict (for pycocotools) from detst structures."""
+    anns: list[dict[str, Any]] = []
+    for im in images:
+        anns += annotation_entries(im.id, boxes.get(im.id, Detections.empty()), classes, len(anns) + 1)
+    return {"info": {"description": "detst"}, "licenses": [],
+            "images": [image_entry(im) for im in images], "annotations": anns,
+            "categories": classes.coco_categories()}

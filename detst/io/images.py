@@ -1,0 +1,104 @@
+"""Image files: size after EXIF orientation, and decoding to 3-channel 8-bit BGR.
+
+Grayscale, RGBA and 16-bit images are converted explicitly (16-bit by range scaling);
+unreadable or truncated files raise DatasetError naming the file. A user's image file
+is only ever read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from detst.errors import DatasetError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+_EXIF_ORIENTATION = 274
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) in pixels as stored on disk after EXIF orientation."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            try:
+                orient = im.getexif().get(_EXIF_ORIENTATION, 1)
+            except Exception:  # noqa: BLE001 - broken EXIF blocks are common; treat as upright
+                orient = 1
+    except (OSError, UnidentifiedImageError) as e:
+        raise DatasetError(f"{path}: not a readable image ({e})") from e
+    return (h, w) if orient in (5, 6, 7, 8) else (w, h)
+
+
+def to_bgr8(img: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """Any decoded array -> (H, W, 3) uint8 BGR, and a note of the conversion made (or None)."""
+    note = []
+    if img.dtype == np.uint16:
+        lo, hi = float(img.min()), float(img.max())
+        img = ((img.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1.0))).round().astype(np.uint8)
+        note.append(f"16-bit scaled from [{lo:.0f}, {hi:.0f}]")
+    elif img.dtype != np.uint8:
+        img = np.clip(img, 0, 255).astype(np.uint8)
+        note.append(f"{img.dtype} cast to uint8")
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        note.append("grayscale to BGR")
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+        note.append("alpha dropped")
+    elif img.shape[2] == 1:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        note.append("grayscale to BGR")
+    return np.ascontiguousarray(img), ("; ".join(note) or None)
+
+
+def read_image(path: Path) -> tuple[np.ndarray, str | None]:
+    """Decode ``path`` (EXIF orientation applied) -> ((H, W, 3) uint8 BGR, conversion note)."""
+    data = np.fromfile(str(path), dtype=np.uint8)
+    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR   # keeps 16-bit/alpha; still applies EXIF
+    img = cv2.imdecode(data, flags) if data.size else None
+    if img is None:
+        raise DatasetError(f"{path}: cannot decode image (corrupt, truncated or not an image)")
+    return to_bgr8(img)
+
+
+def is_plain_bgr8(path: Path) -> bool:
+    """True when ultralytics can read ``path`` as-is (8-bit, 3 channels, intact)."""
+    try:
+        with Image.open(path) as im:
+            return im.mode == "RGB" and im.format in ("JPEG", "PNG", "BMP", "WEBP")
+    except (OSError, UnidentifiedImageError):
+        return False
+
+
+def iter_image_batches(records: list, batch: int, workers: int = 2, prefetch: int = 2):
+    """Decode ``records`` (anything with ``.path``) ahead in background threads.
+
+    Yields (records, images, errors) per batch; a record that cannot be decoded has image
+    None and an error message. At most ``prefetch`` batches are held in memory."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    def load(rec):
+        try:
+            img, _ = read_image(rec.path)
+            return img, None
+        except DatasetError as e:
+            return None, str(e)
+
+    chunks = [records[i:i + batch] for i in range(0, len(records), batch)]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        pending: deque = deque()
+        for chunk in chunks[:prefetch]:
+            pending.append((chunk, [pool.submit(load, r) for r in chunk]))
+        nxt = prefetch
+        while pending:
+            chunk, futs = pending.popleft()
+            if nxt < len(chunks):
+                pending.append((chunks[nxt], [pool.submit(load, r) for r in chunks[nxt]]))
+                nxt += 1
+            res = [f.result() for f in futs]
+            yield chunk, [r[0] for r in res], [r[1] for r in res]

@@ -1,0 +1,175 @@
+"""The only module that imports ultralytics: predict -> Detections, and train.
+
+Before the first import it makes ultralytics and albumentations offline
+(``YOLO_CONFIG_DIR`` inside the run, ``YOLO_OFFLINE``, no auto-install, no update
+check, a bundled font as ``Arial.ttf``), and it lets torch use every core on the CPU
+(ultralytics would use ``cpu_count - 1`` threads: one on a 2-core machine).
+Training always gets explicit arguments, an absolute ``project``/``name``, and the
+augmentation policy through ultralytics' ``augmentations=`` hook; a callback checks
+that the policy really reached the training dataset (ultralytics swallows errors there).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detst.errors import DetstError, StageError
+from detst.structures import Detections
+
+_CONFIGURED: Path | None = None
+
+
+def configure_offline(config_dir: Path) -> None:
+    """Set the offline switches and font; must run before ultralytics is first imported."""
+    global _CONFIGURED
+    config_dir = Path(config_dir).resolve()
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["YOLO_AUTOINSTALL"] = "false"
+    os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+    fonts = Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics"
+    fonts.mkdir(parents=True, exist_ok=True)
+    import matplotlib
+
+    dejavu = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        if not (fonts / name).exists():
+            shutil.copyfile(dejavu, fonts / name)
+    _CONFIGURED = config_dir
+
+
+def _ultralytics() -> Any:
+    if _CONFIGURED is None and "YOLO_CONFIG_DIR" not in os.environ:
+        raise DetstError("detst.models.yolo.configure_offline() must run before ultralytics is used")
+    import ultralytics
+    from ultralytics.utils import SETTINGS, torch_utils
+
+    torch_utils.NUM_THREADS = max(1, os.cpu_count() or 1)
+    SETTINGS["sync"] = False
+    return ultralytics
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``0`` when CUDA is available, else ``cpu``; anything else as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+class YoloDetector:
+    """A YOLO detector from a weights file (.pt) or a model yaml (fresh weights).
+
+    predict(): list of (H, W, 3) uint8 BGR images -> list of Detections in each image's pixels."""
+
+    def __init__(self, source: str | Path, device: str = "auto", imgsz: int = 640, half: bool = False) -> None:
+        yolo = _ultralytics()
+        self.source = str(source)
+        self.device = resolve_device(device)
+        self.imgsz = imgsz
+        self.half = bool(half and self.device != "cpu")
+        self.model = yolo.YOLO(self.source, task="detect")
+
+    @property
+    def names(self) -> list[str]:
+        return [self.model.names[i] for i in sorted(self.model.names)]
+
+    def predict(self, images: list[np.ndarray], conf: float = 0.01, iou: float = 0.6,
+                max_det: int = 300) -> list[Detections]:
+        if not images:
+            return []
+        first = self.device.split(",")[0]
+        kw = {"half": True} if self.half else {}
+        results = self.model.predict(images, imgsz=self.imgsz, conf=conf, iou=iou, max_det=max_det,
+                                     device=first, verbose=False, batch=len(images), **kw)
+        out = []
+        for r in results:
+            b = r.boxes
+            out.append(Detections(b.xyxy.cpu().numpy(), b.conf.cpu().numpy(), b.cls.cpu().numpy().astype(np.int64)))
+        return out
+
+    def predict_batches(self, batches: Iterable[tuple[list[Any], list[np.ndarray]]], conf: float = 0.01,
+                        iou: float = 0.6) -> Iterator[tuple[list[Any], list[Detections]]]:
+        for keys, imgs in batches:
+            yield keys, self.predict(imgs, conf=conf, iou=iou)
+
+
+@dataclass
+class TrainResult:
+    best: Path
+    last: Path
+    folder: Path
+    epochs_run: int
+    metrics: dict[str, float]
+
+
+def _albumentations_check(expect: bool):
+    def check(trainer: Any) -> None:
+        from ultralytics.data.augment import Albumentations
+
+        found = []
+        stack = [trainer.train_loader.dataset.transforms]
+        while stack:
+            t = stack.pop()
+            if isinstance(t, Albumentations):
+                found.append(t)
+            stack.extend(getattr(t, "transforms", []) or [])
+        if expect and not any(a.transform is not None for a in found):
+            raise StageError("the augmentation policy did not reach ultralytics' training dataset "
+                             "(Albumentations.transform is None: its construction failed, see the log above)")
+        trainer.detst_albumentations = [a.transform for a in found]
+    return check
+
+
+def train(source: str | Path, data_yaml: Path, out_dir: Path, *, imgsz: int, epochs: int, time: float | None,
+          patience: int, batch: int, optimizer: str, lr0: float, seed: int, device: str, workers: int,
+          augmentations: list[Any] | None, extra: dict[str, Any] | None = None, resume: bool = False) -> TrainResult:
+    """Train into ``out_dir`` (absolute; ultralytics' project=parent, name=folder name).
+
+    ``source``: weights (.pt: fine-tune) or a model yaml (from scratch). ``augmentations``: a list of
+    albumentations transforms that replaces ultralytics' built-in ones ([] = none, None = built-in).
+    ``resume``: continue ``out_dir/weights/last.pt`` of an interrupted run of this same training."""
+    yolo = _ultralytics()
+    out_dir = Path(out_dir).resolve()
+    dev = resolve_device(device)
+    if resume and (out_dir / "weights" / "last.pt").exists():
+        model = yolo.YOLO(str(out_dir / "weights" / "last.pt"), task="detect")
+        model.add_callback("on_train_start", _albumentations_check(bool(augmentations)))
+        model.train(resume=True)
+    else:
+        if out_dir.exists():
+            shutil.rmtree(out_dir)   # a partial earlier attempt of this same training, not resumable
+        model = yolo.YOLO(str(source), task="detect")
+        model.add_callback("on_train_start", _albumentations_check(bool(augmentations)))
+        args = dict(data=str(data_yaml), imgsz=imgsz, epochs=epochs, patience=patience, batch=batch,
+                    optimizer=optimizer, lr0=lr0, seed=seed, deterministic=True, device=dev, workers=workers,
+                    project=str(out_dir.parent), name=out_dir.name, exist_ok=True, amp=False,  # the AMP check downloads weights
+                    plots=True, verbose=False, val=True, pretrained=str(source).endswith(".pt"))
+        if time is not None:
+            args["time"] = time
+        if augmentations is not None:
+            args["augmentations"] = augmentations
+        args.update(extra or {})
+        model.train(**args)
+    weights = out_dir / "weights"
+    best = weights / "best.pt" if (weights / "best.pt").exists() else weights / "last.pt"
+    if not best.exists():
+        raise StageError(f"{out_dir}: training finished without writing weights")
+    metrics, epochs_run = {}, 0
+    results_csv = out_dir / "results.csv"
+    if results_csv.exists():
+        with open(results_csv) as f:
+            rows = list(csv.DictReader(f))
+        epochs_run = len(rows)
+        if rows:
+            metrics = {k.strip(): float(v) for k, v in rows[-1].items() if v.strip()}
+    return TrainResult(best, weights / "last.pt", out_dir, epochs_run, metrics)

@@ -1,0 +1,236 @@
+"""The teacher over the unlabeled pool: keep / ignore / drop, and the COCO export.
+
+Pass 1 (``predict_pool``) streams the pool through the teacher in batches and appends
+raw detections (score >= floor) to ``pool_predictions.jsonl`` as it goes, so memory is
+bounded by the batch and an interrupted pass resumes where it stopped. Pass 2
+(``select``) is pure: per box its calibrated threshold; score >= threshold is kept,
+within ``ignore_band`` below it becomes an ignore region (``iscrowd: 1``), lower is
+dropped; boxes of different classes on one object are reduced to the best one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.ops import nms
+from tqdm import tqdm
+
+from detst.boxes import SIZE_BUCKETS, iou_matrix, size_bucket_index
+from detst.io.coco import annotation_entries, image_entry
+from detst.io.images import iter_image_batches
+from detst.models import Predictor
+from detst.structures import ClassMap, Detections, ImageRecord
+from detst.thresholds import ANY, Thresholds
+
+KEEP, IGNORE = 1, 2
+
+
+# ------------------------------------------------------------------ pass 1: the teacher
+
+def flip_consistent(dets: Detections, flipped: Detections, width: int, iou: float) -> np.ndarray:
+    """(N,) bool: a box is kept when the mirrored view has a same-class box at IoU >= ``iou``.
+    ``flipped`` holds the detections on the horizontally mirrored image (its own coordinates)."""
+    if not len(dets) or not len(flipped):
+        return np.zeros(len(dets), bool)
+    back = flipped.xyxy.copy()
+    back[:, [0, 2]] = width - flipped.xyxy[:, [2, 0]]
+    ious = iou_matrix(dets.xyxy, back)
+    same = dets.class_id[:, None] == flipped.class_id[None, :]
+    return (np.where(same, ious, 0) >= iou).any(1)
+
+
+def _read_done(jsonl: Path) -> dict[int, dict[str, Any]]:
+    done = {}
+    if jsonl.exists():
+        for line in jsonl.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break            # a line cut by a crash: everything after it is redone
+            done[row["id"]] = row
+    return done
+
+
+def predict_pool(predictor: Predictor, images: list[ImageRecord], jsonl: Path, *, conf: float, batch: int = 16,
+                 workers: int = 2, flip_iou: float | None = None, progress: bool = True,
+                 desc: str = "pseudo-labeling") -> Counter:
+    """Append one JSON line per image (raw detections or a decode error) to ``jsonl``.
+    Images already in the file are skipped (resume). Returns counts of what happened."""
+    done = _read_done(jsonl)
+    if jsonl.exists():       # rewrite without a torn last line before appending
+        jsonl.write_text("".join(json.dumps(done[k]) + "\n" for k in done))
+    todo = [im for im in images if im.id not in done]
+    counts: Counter = Counter(resumed=len(images) - len(todo))
+    with open(jsonl, "a") as f, tqdm(total=len(images), initial=len(images) - len(todo), desc=desc,
+                                     unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for recs, imgs, errors in iter_image_batches(todo, batch, workers):
+            ok = [k for k, im in enumerate(imgs) if im is not None]
+            preds = predictor.predict([imgs[k] for k in ok], conf=conf) if ok else []
+            if flip_iou is not None and ok:
+                flips = predictor.predict([np.ascontiguousarray(imgs[k][:, ::-1]) for k in ok], conf=conf)
+                for j, k in enumerate(ok):
+                    agree = flip_consistent(preds[j], flips[j], imgs[k].shape[1], flip_iou)
+                    counts["flip_disagree"] += int((~agree).sum())
+                    preds[j] = preds[j][agree]
+            by_k = dict(zip(ok, preds))
+            for k, rec in enumerate(recs):
+                if errors[k] is not None:
+                    row: dict[str, Any] = {"id": rec.id, "error": errors[k]}
+                    counts["image_unreadable"] += 1
+                else:
+                    d = by_k[k]
+                    row = {"id": rec.id, "xyxy": np.round(d.xyxy.astype(np.float64), 2).tolist(),
+                           "score": np.round(d.score.astype(np.float64), 5).tolist(), "cls": d.class_id.tolist()}
+                    counts["images_predicted"] += 1
+                f.write(json.dumps(row) + "\n")
+            f.flush()
+            bar.update(len(recs))
+    return counts
+
+
+def iter_predictions(jsonl: Path) -> Iterator[tuple[int, Detections | None, str | None]]:
+    for iid, row in _read_done(jsonl).items():
+        if "error" in row:
+            yield iid, None, row["error"]
+        else:
+            yield iid, Detections(np.array(row["xyxy"], np.float32).reshape(-1, 4), row["score"], row["cls"]), None
+
+
+# ------------------------------------------------------------------ pass 2: pure selection
+
+def dedup_across_classes(dets: Detections, iou: float) -> np.ndarray:
+    """(N,) bool keep-mask: among overlapping boxes (IoU >= ``iou``) of any class, the best score wins."""
+    if len(dets) < 2:
+        return np.ones(len(dets), bool)
+    keep_idx = nms(torch.from_numpy(dets.xyxy.astype(np.float32)), torch.from_numpy(dets.score), iou).numpy()
+    mask = np.zeros(len(dets), bool)
+    mask[keep_idx] = True
+    return mask
+
+
+def threshold_for(thresholds: Thresholds, dets: Detections, image_slices: list[str], per_slice: bool) -> np.ndarray:
+    """(N,) thresholds: the cell of each box; with per-slice cells, the strictest of the image's slices."""
+    size = size_bucket_index(dets.area)
+    cands = [s for s in image_slices if per_slice and any(k[0] == s for k in thresholds.cells)] or [ANY]
+    return np.max([thresholds.lookup(dets.class_id, size, s) for s in cands], axis=0) if len(dets) else \
+        np.zeros(0, np.float32)
+
+
+def select(dets: Detections, thr: np.ndarray, band: float, cross_class_iou: float) -> tuple[Detections, Counter]:
+    """-> (kept + ignore boxes with extras threshold/status/iscrowd, counts of drops by reason)."""
+    counts: Counter = Counter()
+    cand = dets.score >= thr - band
+    counts["below_band"] += int((~cand).sum())
+    d, t = dets[cand], thr[cand]
+    keep = dedup_across_classes(d, cross_class_iou)
+    counts["cross_class_duplicate"] += int((~keep).sum())
+    d, t = d[keep], t[keep]
+    status = np.where(d.score >= t, KEEP, IGNORE)
+    return (d.with_extra("threshold", t).with_extra("status", status)
+             .with_extra("iscrowd", (status == IGNORE).astype(np.int64))), counts
+
+
+def class_cap_scores(kept_scores: dict[int, list[float]], cap: int | None) -> dict[int, float]:
+    """Per class, the lowest kept score that survives a cap of ``cap`` boxes (ties all survive)."""
+    if cap is None:
+        return {}
+    out = {}
+    for c, scores in kept_scores.items():
+        if len(scores) > cap:
+            out[c] = float(np.sort(np.asarray(scores))[::-1][cap - 1])
+    return out
+
+
+# ------------------------------------------------------------------ export
+
+@dataclass
+class PseudoResult:
+    n_images: int
+    n_kept: int
+    n_ignored: int
+    cells: dict[str, dict[str, int]]             # "slice|class|size" -> {kept, ignored, dropped}
+    class_hist: dict[str, int]
+    dropped: dict[str, int]
+    per_image_kept: dict[int, int] = field(default_factory=dict)
+    mean_kept_score: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d.pop("per_image_kept")
+        return d
+
+
+def build_export(jsonl: Path, images: list[ImageRecord], image_slices: dict[int, list[str]], classes: ClassMap,
+                 thresholds: Thresholds, *, band: float, cross_class_iou: float, per_slice: bool,
+                 class_cap: int | None, info: dict[str, Any], images_base: Path | None = None,
+                 on_image: Callable[[ImageRecord, Detections], None] | None = None) -> tuple[dict[str, Any], PseudoResult]:
+    """Pseudo-label COCO dict (DESIGN.md's format) and the counts behind it."""
+    by_id = {im.id: im for im in images}
+    selected: dict[int, Detections] = {}
+    dropped: Counter = Counter()
+    errors = []
+    for iid, d, _err in iter_predictions(jsonl):
+        if iid not in by_id:
+            continue
+        if d is None:
+            errors.append(iid)
+            continue
+        thr = threshold_for(thresholds, d, image_slices.get(iid, []), per_slice)
+        sel, c = select(d, thr, band, cross_class_iou)
+        dropped.update(c)
+        selected[iid] = sel
+    dropped["image_unreadable"] += len(errors)
+    kept_scores: dict[int, list[float]] = {}
+    for d in selected.values():
+        for c, s, st in zip(d.class_id, d.score, d.extras["status"]):
+            if st == KEEP:
+                kept_scores.setdefault(int(c), []).append(float(s))
+    caps = class_cap_scores(kept_scores, class_cap)
+    anns: list[dict[str, Any]] = []
+    img_entries = []
+    cells: dict[str, Counter] = {}
+    hist: Counter = Counter()
+    per_image: dict[int, int] = {}
+    kept_sum = 0.0
+    for im in images:
+        if im.id not in selected:
+            continue
+        d = selected[im.id]
+        if caps and len(d):
+            cap_thr = np.array([caps.get(int(c), -1.0) for c in d.class_id])
+            over = (d.extras["status"] == KEEP) & (d.score < cap_thr)
+            dropped["class_cap"] += int(over.sum())
+            d = d[~over]
+        for k in range(len(d)):
+            cname = classes.names[int(d.class_id[k])]
+            bucket = SIZE_BUCKETS[int(size_bucket_index(d.area[k:k + 1])[0])]
+            st = "kept" if d.extras["status"][k] == KEEP else "ignored"
+            for s in image_slices.get(im.id, ["all"]):
+                cells.setdefault(f"{s}|{cname}|{bucket}", Counter())[st] += 1
+            if st == "kept":
+                hist[cname] += 1
+                kept_sum += float(d.score[k])
+        per_image[im.id] = int((d.extras["status"] == KEEP).sum())
+        d = d.with_extra("size_bucket", np.array([SIZE_BUCKETS[b] for b in size_bucket_index(d.area)], dtype=object))
+        img_entries.append(image_entry(im, image_slices.get(im.id, []), images_base))
+        anns += annotation_entries(im.id, d, classes, len(anns) + 1, extras=("score", "threshold", "size_bucket"))
+        if on_image is not None:
+            on_image(im, d)
+    for a in anns:
+        a["score"] = round(float(a["score"]), 5)
+        a["threshold"] = round(float(a["threshold"]), 5)
+    n_kept = sum(hist.values())
+    n_ign = sum(1 for a in anns if a["iscrowd"])
+    coco = {"info": {**info, "description": "detst pseudo-labels", "unreadable_images": errors},
+            "licenses": [], "images": img_entries, "annotations": anns, "categories": classes.coco_categories()}
+    result = PseudoResult(len(img_entries), n_kept, n_ign, {k: dict(v) for k, v in sorted(cells.items())},
+                          {n: hist.get(n, 0) for n in classes.names}, dict(+dropped), per_image,
+                          kept_sum / n_kept if n_kept else None)
+    return coco, result

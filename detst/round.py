@@ -1,0 +1,360 @@
+"""run_round: one self-training round, its stages in order, each resumable.
+
+teacher → val predictions → thresholds → guard.pre → pseudo-labels → drift → student
+→ student val predictions → guard.post → decision → report. Every stage writes into
+``runs/<name>/round_NN/`` and records a manifest; a stage whose manifest matches its
+inputs is skipped, so the same command resumes an interrupted round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detst import guard as G
+from detst.augment import build_policy, describe_policy
+from detst.boxes import SIZE_BUCKETS
+from detst.config import DEFAULT_MODEL_YAML, Config, dump_config
+from detst.data import RoundData, load_data
+from detst.errors import ConfigError
+from detst.evaluate import SliceEvaluator
+from detst.io.coco import detections_to_results
+from detst.io.files import atomic_write_text, read_json, write_json
+from detst.io.images import iter_image_batches
+from detst.models import Predictor
+from detst.pseudo import build_export, predict_pool
+from detst.runfolder import DECISION, EventLog, Stage, current_round, file_hash, run_lock
+from detst.stats import ap50 as boot_ap50
+from detst.stats import bootstrap_ci, image_records, recall
+from detst.structures import Detections
+from detst.student import build_set, write_data_yaml
+from detst.thresholds import Thresholds, calibrate
+
+PredictorFactory = Callable[[Path], Predictor]
+
+
+@dataclass
+class RoundOutcome:
+    index: int
+    folder: Path
+    status: str          # promoted | rejected | blocked
+    sentence: str
+
+
+# ------------------------------------------------------------------ helpers
+
+def _yolo():
+    from detst.models import yolo
+
+    return yolo
+
+
+def _train_kwargs(cfg: Config, t) -> dict[str, Any]:
+    return dict(epochs=t.epochs, time=t.time, patience=t.patience, batch=t.batch, optimizer=t.optimizer,
+                lr0=t.lr0, seed=cfg.run.seed, device=cfg.run.device, workers=cfg.run.workers,
+                extra={"mosaic": t.mosaic, "close_mosaic": t.close_mosaic, "fliplr": t.fliplr, "scale": t.scale,
+                       "translate": t.translate, "hsv_v": t.hsv_v, "cache": "ram" if t.cache else False})
+
+
+def _predict_images(predictor: Predictor, images, conf: float, batch: int, workers: int) -> dict[int, Detections]:
+    out = {}
+    for recs, imgs, _errs in iter_image_batches(images, batch, workers):
+        ok = [k for k, im in enumerate(imgs) if im is not None]
+        preds = predictor.predict([imgs[k] for k in ok], conf=conf) if ok else []
+        for k, d in zip(ok, preds):
+            out[recs[k].id] = d
+    return out
+
+
+def _preds_to_json(preds: dict[int, Detections]) -> list[dict[str, Any]]:
+    return [{"image_id": int(i), "xyxy": np.round(d.xyxy.astype(np.float64), 2).tolist(),
+             "score": np.round(d.score.astype(np.float64), 5).tolist(), "cls": d.class_id.tolist()}
+            for i, d in sorted(preds.items())]
+
+
+def _preds_from_json(rows: list[dict[str, Any]]) -> dict[int, Detections]:
+    return {r["image_id"]: Detections(np.array(r["xyxy"], np.float32).reshape(-1, 4), r["score"], r["cls"])
+            for r in rows}
+
+
+def slice_stats(data: RoundData, preds: dict[int, Detections], th: Thresholds, cfg: Config,
+                rng: np.random.Generator) -> dict[str, G.SliceStats]:
+    """Per val slice: pycocotools numbers (one pass) and bootstrap intervals."""
+    slices = data.val_slices()
+    ev = SliceEvaluator(data.val.images, data.val.boxes, preds, data.classes)
+    per_slice = cfg.pseudo.per_slice
+
+    def thr(iid: int, d: Detections) -> np.ndarray:
+        from detst.pseudo import threshold_for
+
+        return threshold_for(th, d, data.val_tags.get(iid, []), per_slice)
+
+    recs = image_records(data.val.boxes, preds, thr, cfg.pseudo.match_iou)
+    nc = len(data.classes)
+    out = {}
+    for name, ids in slices.items():
+        se = ev.slice(name, ids)
+        sub = [recs[i] for i in ids if i in recs]
+        metric = se.stats.get(cfg.guard.metric)
+        n = cfg.guard.bootstrap
+        out[name] = G.SliceStats(
+            name, se.n_images, se.n_gt, se.n_gt_by_size["small"], metric,
+            bootstrap_ci(recs, ids, lambda r: boot_ap50(r, nc), n, rng, cfg.guard.confidence)
+            if cfg.guard.metric == "map50" else None,
+            se.stats.get("map_small"), recall(sub),
+            bootstrap_ci(recs, ids, recall, n, rng, cfg.guard.confidence),
+            recall(sub, 0), bootstrap_ci(recs, ids, lambda r: recall(r, 0), n, rng, cfg.guard.confidence))
+        out[name].__dict__["eval"] = se.to_dict()
+    return out
+
+
+def _stats_json(stats: dict[str, G.SliceStats]) -> dict[str, Any]:
+    return {k: {**dataclasses.asdict(v), "eval": v.__dict__.get("eval")} for k, v in stats.items()}
+
+
+# ------------------------------------------------------------------ stages
+
+def ensure_yolo_sets(cfg: Config, data: RoundData, run_dir: Path, log: EventLog) -> tuple[Path, Path]:
+    """YOLO folders of the labeled and val sets, built once per content (hash-named)."""
+    out = []
+    for name, cs in (("labeled", data.labeled), ("val", data.val)):
+        key = {"annotations": file_hash(cs.source), "ids": [im.id for im in cs.images],
+               "fill": cfg.student.ignore_fill}
+        folder = run_dir / "yolo" / f"{name}-{Stage(run_dir, 'x', key).key[:8]}"
+        st = Stage(folder, "build", key)
+        if not st.done():
+            if folder.exists():
+                shutil.rmtree(folder)
+            counts = build_set(folder, "L" if name == "labeled" else "V",
+                               [(im, cs.boxes[im.id]) for im in cs.images], cfg.student.ignore_fill)
+            st.finish([folder / "images"], dict(counts))
+            log("data", f"YOLO {name} set: {len(cs.images)} images in {folder}", counts=dict(counts))
+        out.append(folder)
+    return out[0], out[1]
+
+
+def resolve_teacher(cfg: Config, data: RoundData, run_dir: Path, idx: int, yolo_sets: tuple[Path, Path],
+                    log: EventLog) -> Path:
+    if idx > 1:
+        prev = run_dir / f"round_{idx - 1:02d}" / DECISION
+        return Path(read_json(prev)["next_teacher"])
+    src = cfg.model.teacher
+    if src is not None and src.endswith(".pt"):
+        p = cfg.path(src)
+        return p if p.exists() else Path(src)   # a bare hub name: ultralytics may fetch it when online
+    model_yaml = cfg.path(src) if src else DEFAULT_MODEL_YAML
+    if not model_yaml.is_file():
+        raise ConfigError(f"{cfg.source}: model.teacher {src!r}: file not found ({model_yaml})")
+    w = cfg.model.warmup
+    key = {"model": file_hash(model_yaml), "warmup": dataclasses.asdict(w), "labeled": file_hash(data.labeled.source),
+           "val": file_hash(data.val.source), "imgsz": cfg.model.imgsz, "seed": cfg.run.seed}
+    folder = run_dir / "warmup"
+    st = Stage(folder, "train", key)
+    if st.done():
+        return Path(st.outputs()["best"])
+    lab, val = yolo_sets
+    data_yaml = write_data_yaml(folder / "data.yaml", [lab], val, list(data.classes.names))
+    log("warmup", f"training the teacher from {model_yaml.name} on {len(data.labeled.images)} labeled images")
+    partial = (folder / "train" / "weights" / "last.pt").exists() and not st.done()
+    res = _yolo().train(model_yaml, data_yaml, folder / "train", imgsz=cfg.model.imgsz, augmentations=[],
+                        resume=partial and (folder / ".stages").exists(), **_train_kwargs(cfg, w))
+    st.finish([res.best], {"best": str(res.best), "epochs": res.epochs_run, "metrics": res.metrics})
+    log("warmup", f"teacher trained: {res.epochs_run} epochs, weights {res.best}")
+    return res.best
+
+
+def _default_factory(cfg: Config) -> PredictorFactory:
+    def make(weights: Path) -> Predictor:
+        return _yolo().YoloDetector(weights, cfg.run.device, cfg.model.imgsz, cfg.model.half)
+    return make
+
+
+def run_round(cfg: Config, predictor_factory: PredictorFactory | None = None, progress: bool = True,
+              echo: bool = True) -> RoundOutcome:
+    """Run (or resume) the next round of ``cfg``'s run folder; see the module docstring."""
+    run_dir = cfg.run_dir
+    with run_lock(run_dir):
+        _yolo().configure_offline(run_dir / ".ultralytics")
+        log = EventLog(run_dir / "events.jsonl", echo)
+        make = predictor_factory or _default_factory(cfg)
+        data = load_data(cfg, run_dir)
+        log("data", f"labeled {len(data.labeled.images)}, val {len(data.val.images)}, pool {len(data.pool)} images; "
+            f"dropped on load: labeled {dict(data.labeled.dropped)}, val {dict(data.val.dropped)}, "
+            f"pool {dict(data.pool_dropped)}")
+        idx, rdir = current_round(run_dir)
+        rdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(rdir / "config.yaml", dump_config(cfg))
+        log("round", f"round {idx} in {rdir}")
+        yolo_sets = ensure_yolo_sets(cfg, data, run_dir, log)
+        teacher_w = resolve_teacher(cfg, data, run_dir, idx, yolo_sets, log)
+        tkey = file_hash(teacher_w) if teacher_w.exists() else str(teacher_w)
+        write_json(rdir / "teacher.json", {"weights": str(teacher_w), "sha256_16": tkey, "round": idx})
+        cache: dict[str, Predictor] = {}
+
+        def model(w: Path) -> Predictor:
+            if str(w) not in cache:
+                cache[str(w)] = make(w)
+            return cache[str(w)]
+
+        # -- teacher on val (raw, low floor) ------------------------------------------------
+        t_preds = val_predictions(cfg, data, rdir, "teacher", teacher_w, tkey, model, log)
+        # -- thresholds ----------------------------------------------------------------------
+        target = cfg.pseudo.target_for_round(idx)
+        p = cfg.pseudo
+        th = calibrate(data.val.boxes, t_preds, data.classes, target, p.min_support, p.min_threshold,
+                       p.max_threshold, p.match_iou, data.val_slices() if p.per_slice else None)
+        write_json(rdir / "thresholds.json", {**th.to_json(), "round": idx, "schedule": p.schedule})
+        log("thresholds", f"precision target {target} (round {idx}); {len(th.cells)} cells calibrated on val")
+        # -- guard.pre -----------------------------------------------------------------------
+        rng = np.random.default_rng([cfg.run.seed, idx])
+        t_stats = slice_stats(data, t_preds, th, cfg, rng)
+        pool_slices = data.pool_slices()
+        pre = G.pre_round(t_stats, cfg.guard, len(data.labeled.images), len(data.pool),
+                          {k: len(v) for k, v in pool_slices.items()})
+        write_json(rdir / "guard_pre.json", {"verdict": pre.to_json(), "teacher": _stats_json(t_stats)})
+        log("guard.pre", pre.sentence)
+        if not pre.proceed:
+            return _finish(cfg, rdir, idx, "blocked", pre.sentence, teacher_w, None, log)
+        excluded_ids = {i for s in pre.excluded for i in pool_slices.get(s, [])}
+        admitted = [im for im in data.pool if im.id not in excluded_ids]
+        if not admitted:
+            return _finish(cfg, rdir, idx, "blocked", "Round blocked: every pool image is in an excluded slice.",
+                           teacher_w, None, log)
+        # -- pseudo-labels -------------------------------------------------------------------
+        pseudo_key = {"teacher": tkey, "pool": [im.id for im in admitted], "floor": p.score_floor,
+                      "flip": dataclasses.asdict(p.flip_consistency), "imgsz": cfg.model.imgsz}
+        st = Stage(rdir, "pool_predictions", pseudo_key)
+        jsonl = rdir / "pool_predictions.jsonl"
+        if not st.done():
+            if (rdir / ".stages" / "pool_predictions.key").exists() and \
+                    (rdir / ".stages" / "pool_predictions.key").read_text() != st.key:
+                jsonl.unlink(missing_ok=True)      # predictions of another teacher/pool: start over
+            atomic_write_text(rdir / ".stages" / "pool_predictions.key", st.key)
+            counts = predict_pool(model(teacher_w), admitted, jsonl, conf=p.score_floor, batch=cfg.model.batch,
+                                  workers=cfg.run.workers, progress=progress,
+                                  flip_iou=p.flip_consistency.iou if p.flip_consistency.enabled else None)
+            st.finish([jsonl], dict(counts))
+            log("pseudo", f"teacher ran on {len(admitted)} pool images", counts=dict(counts))
+        pseudo_dir = rdir / "student_data" / "pseudo"
+        items: list[tuple[Any, Detections]] = []
+        coco, pres = build_export(jsonl, admitted, data.pool_tags, data.classes, th, band=p.ignore_band,
+                                  cross_class_iou=p.cross_class_iou, per_slice=p.per_slice, class_cap=p.class_cap,
+                                  info={"round": idx, "teacher": str(teacher_w), "teacher_sha256_16": tkey,
+                                        "precision_target": target, "config_hash": cfg.hash(),
+                                        "excluded_slices": pre.excluded, "excluded_images": len(excluded_ids),
+                                        "thresholds": "thresholds.json"},
+                                  on_image=lambda im, d: items.append((im, d)))
+        write_json(rdir / "pseudo_labels.json", coco)
+        write_json(rdir / "pseudo_summary.json", {**pres.to_json(), "pool_dropped": dict(data.pool_dropped),
+                                                  "excluded_images": len(excluded_ids)})
+        log("pseudo", f"{pres.n_kept} boxes kept, {pres.n_ignored} ignore regions on {pres.n_images} images; "
+            f"dropped {pres.dropped}")
+        # -- drift / collapse ------------------------------------------------------------------
+        dv = _drift(cfg, data, pres, admitted)
+        write_json(rdir / "guard_drift.json", dataclasses.asdict(dv))
+        log("guard.drift", dv.sentence)
+        if pres.n_kept == 0:
+            return _finish(cfg, rdir, idx, "blocked", "Round blocked: the pool yielded zero pseudo-labels above "
+                           "the thresholds; nothing to train on.", teacher_w, None, log)
+        if not dv.proceed and cfg.guard.enabled:
+            return _finish(cfg, rdir, idx, "blocked", dv.sentence, teacher_w, None, log)
+        # -- student ---------------------------------------------------------------------------
+        policy = build_policy(cfg.policies()[cfg.student.augment], f"augment.{cfg.student.augment}", cfg.source)
+        write_json(rdir / "augment_policy.json", {"name": cfg.student.augment, "transforms": describe_policy(policy)})
+        skey = {"teacher": tkey, "pseudo": file_hash(rdir / "pseudo_labels.json"),
+                "train": dataclasses.asdict(cfg.student.train), "policy": cfg.student.augment,
+                "imgsz": cfg.model.imgsz, "seed": cfg.run.seed, "labeled": str(yolo_sets[0])}
+        sst = Stage(rdir, "student", skey)
+        if sst.done():
+            student_w = Path(sst.outputs()["best"])
+        else:
+            bst = Stage(rdir, "student_data", {"pseudo": skey["pseudo"], "fill": cfg.student.ignore_fill})
+            if not bst.done():
+                if pseudo_dir.exists():
+                    shutil.rmtree(pseudo_dir)
+                counts = build_set(pseudo_dir, "P", items, cfg.student.ignore_fill)
+                bst.finish([pseudo_dir / "images"], dict(counts))
+                log("student", f"training set: {len(data.labeled.images)} labeled + {len(items)} pseudo-labeled",
+                    counts=dict(counts))
+            data_yaml = write_data_yaml(rdir / "student_data" / "data.yaml", [yolo_sets[0], pseudo_dir],
+                                        yolo_sets[1], list(data.classes.names))
+            out = rdir / "student" / "train"
+            resume = (out / "weights" / "last.pt").exists() and (rdir / ".stages" / "student.started").exists() \
+                and (rdir / ".stages" / "student.started").read_text() == sst.key
+            atomic_write_text(rdir / ".stages" / "student.started", sst.key)
+            log("student", ("resuming" if resume else "training") + f" the student from {teacher_w.name} with "
+                f"policy '{cfg.student.augment}'")
+            res = _yolo().train(teacher_w, data_yaml, out, imgsz=cfg.model.imgsz, augmentations=policy, resume=resume,
+                                **_train_kwargs(cfg, cfg.student.train))
+            student_w = rdir / "student" / "best.pt"
+            shutil.copyfile(res.best, student_w)
+            for f in sorted(out.glob("train_batch*.jpg"))[:1]:
+                shutil.copyfile(f, rdir / "augmented_samples.jpg")
+            sst.finish([student_w], {"best": str(student_w), "epochs": res.epochs_run, "metrics": res.metrics})
+            log("student", f"trained {res.epochs_run} epochs → {student_w}")
+        skey16 = file_hash(student_w)
+        s_preds = val_predictions(cfg, data, rdir, "student", student_w, skey16, model, log)
+        s_stats = slice_stats(data, s_preds, th, cfg, np.random.default_rng([cfg.run.seed, idx, 1]))
+        guarded = list(cfg.guard.slices)
+        post = G.promotion(t_stats, s_stats, guarded, cfg.guard.promotion, cfg.guard.enabled)
+        write_json(rdir / "guard_post.json", {"verdict": dataclasses.asdict(post), "student": _stats_json(s_stats),
+                                              "teacher": _stats_json(t_stats)})
+        log("guard.post", post.sentence)
+        return _finish(cfg, rdir, idx, "promoted" if post.promote else "rejected", post.sentence, teacher_w,
+                       student_w, log)
+
+
+def val_predictions(cfg: Config, data: RoundData, rdir: Path, who: str, weights: Path, wkey: str,
+                    model: Callable[[Path], Predictor], log: EventLog) -> dict[int, Detections]:
+    path = rdir / f"{who}_val_predictions.json"
+    st = Stage(rdir, f"{who}_val", {"weights": wkey, "val": [im.id for im in data.val.images],
+                                    "floor": cfg.pseudo.score_floor, "imgsz": cfg.model.imgsz})
+    if st.done():
+        return _preds_from_json(read_json(path)["raw"])
+    preds = _predict_images(model(weights), data.val.images, min(cfg.pseudo.score_floor, 0.001) or 0.001,
+                            cfg.model.batch, cfg.run.workers)
+    write_json(path, {"raw": _preds_to_json(preds), "coco_results": detections_to_results(preds, data.classes)},
+               indent=None)
+    st.finish([path])
+    log(who, f"{who} predicted {len(preds)} val images")
+    return preds
+
+
+def _drift(cfg: Config, data: RoundData, pres, admitted) -> G.DriftVerdict:
+    per_slice: dict[str, list[int]] = {}
+    for im in admitted:
+        for s in data.pool_tags.get(im.id, ["all"]):
+            per_slice.setdefault(s, []).append(pres.per_image_kept.get(im.id, 0))
+    density = {s: float(np.mean(v)) if v else None for s, v in per_slice.items()}
+    empty = {s: float(np.mean(np.array(v) == 0)) if v else None for s, v in per_slice.items()}
+    n_lab = sum(int((d.extras.get("iscrowd", np.zeros(len(d))) == 0).sum()) for d in data.labeled.boxes.values())
+    lab_density = n_lab / max(len(data.labeled.images), 1)
+    prior = np.zeros(len(data.classes))
+    for d in data.labeled.boxes.values():
+        prior += np.bincount(d.class_id, minlength=len(data.classes))
+    prior_share = {n: float(prior[k] / max(prior.sum(), 1)) for k, n in enumerate(data.classes.names)}
+    total = max(sum(pres.class_hist.values()), 1)
+    share = {n: v / total for n, v in pres.class_hist.items()}
+    return G.drift(density, lab_density, empty, share, prior_share, cfg.pseudo.min_class_share, cfg.guard.drift,
+                   cfg.pseudo.on_class_collapse)
+
+
+def _finish(cfg: Config, rdir: Path, idx: int, status: str, sentence: str, teacher: Path, student: Path | None,
+            log: EventLog) -> RoundOutcome:
+    next_teacher = student if status == "promoted" and student is not None else teacher
+    decision = {"round": idx, "status": status, "sentence": sentence, "teacher": str(teacher),
+                "student": str(student) if student else None, "next_teacher": str(next_teacher),
+                "size_buckets": list(SIZE_BUCKETS)}
+    from detst.report import write_report, write_run_summary
+
+    write_report(rdir, decision)
+    write_json(rdir / DECISION, decision)       # last: its presence marks the round finished
+    write_run_summary(rdir.parent)
+    log("decision", f"round {idx}: {status} — {sentence}")
+    return RoundOutcome(idx, rdir, status, sentence)
