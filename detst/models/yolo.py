@@ -132,24 +132,30 @@ def _albumentations_check(expect: bool):
 
 def train(source: str | Path, data_yaml: Path, out_dir: Path, *, imgsz: int, epochs: int, time: float | None,
           patience: int, batch: int, optimizer: str, lr0: float, seed: int, device: str, workers: int,
-          augmentations: list[Any] | None, extra: dict[str, Any] | None = None, resume: bool = False) -> TrainResult:
+          augmentations: list[Any] | None, extra: dict[str, Any] | None = None, resume: bool = False,
+          callbacks: dict[str, Any] | None = None) -> TrainResult:
     """Train into ``out_dir`` (absolute; ultralytics' project=parent, name=folder name).
 
     ``source``: weights (.pt: fine-tune) or a model yaml (from scratch). ``augmentations``: a list of
     albumentations transforms that replaces ultralytics' built-in ones ([] = none, None = built-in).
-    ``resume``: continue ``out_dir/weights/last.pt`` of an interrupted run of this same training."""
+    ``resume``: continue ``out_dir/weights/last.pt`` of an interrupted run of this same training.
+    ``callbacks``: extra ultralytics callbacks by event name (tests use them to look at batches)."""
     yolo = _ultralytics()
     out_dir = Path(out_dir).resolve()
     dev = resolve_device(device)
     if resume and (out_dir / "weights" / "last.pt").exists():
         model = yolo.YOLO(str(out_dir / "weights" / "last.pt"), task="detect")
         model.add_callback("on_train_start", _albumentations_check(bool(augmentations)))
+        for event, fn in (callbacks or {}).items():
+            model.add_callback(event, fn)
         model.train(resume=True)
     else:
         if out_dir.exists():
             shutil.rmtree(out_dir)   # a partial earlier attempt of this same training, not resumable
         model = yolo.YOLO(str(source), task="detect")
         model.add_callback("on_train_start", _albumentations_check(bool(augmentations)))
+        for event, fn in (callbacks or {}).items():
+            model.add_callback(event, fn)
         args = dict(data=str(data_yaml), imgsz=imgsz, epochs=epochs, patience=patience, batch=batch,
                     optimizer=optimizer, lr0=lr0, seed=seed, deterministic=True, device=dev, workers=workers,
                     project=str(out_dir.parent), name=out_dir.name, exist_ok=True, amp=False,  # the AMP check downloads weights

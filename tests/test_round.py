@@ -1,0 +1,129 @@
+"""A whole round on tiny built-in data: real ultralytics training (warm-up + student), a fake
+detector for labels, the network made impossible."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import socket
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from detst.config import load_config
+from detst.round import run_round
+
+EXPECTED = ["config.yaml", "teacher.json", "thresholds.json", "guard_pre.json", "pseudo_labels.json",
+            "pseudo_summary.json", "guard_drift.json", "augment_policy.json", "student/best.pt",
+            "guard_post.json", "decision.json", "report.md", "report.json", "report.html"]
+
+
+@pytest.fixture(scope="module")
+def no_network():
+    """socket connects and name lookups raise: any attempt to reach the network fails the test."""
+    calls = []
+
+    def refuse(*a, **k):
+        calls.append(a)
+        raise OSError("network disabled in tests")
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(socket.socket, "connect", refuse)
+    mp.setattr(socket.socket, "connect_ex", refuse)
+    mp.setattr(socket, "getaddrinfo", refuse)
+    mp.setattr(socket, "create_connection", refuse)
+    yield calls
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def two_rounds(tmp_path_factory, fake_predictor, no_network):
+    from tests.conftest import TINY_YAML
+
+    d = tmp_path_factory.mktemp("round")
+    p = d / "tiny.yaml"
+    p.write_text(TINY_YAML.format(name="tiny", dir="runs"))    # relative: resolved against the yaml's folder
+    cfg = load_config(p)
+    seen = []
+
+    def factory(weights):
+        seen.append(weights)
+        return fake_predictor
+
+    first = run_round(cfg, predictor_factory=factory, progress=False, echo=False)
+    second = run_round(cfg, predictor_factory=factory, progress=False, echo=False)
+    return cfg, first, second, seen
+
+
+def test_whole_round_runs_offline(two_rounds, no_network):
+    cfg, first, second, _ = two_rounds
+    assert first.status in ("promoted", "rejected")
+    assert first.folder == cfg.run_dir / "round_01"
+    for name in EXPECTED:
+        assert (first.folder / name).exists(), name
+    assert no_network == []      # nothing even tried
+
+
+def test_second_round_starts_from_the_promoted_or_kept_teacher(two_rounds):
+    _, first, second, _ = two_rounds
+    assert second.folder.name == "round_02"
+    d1 = json.loads((first.folder / "decision.json").read_text())
+    t2 = json.loads((second.folder / "teacher.json").read_text())
+    assert t2["weights"] == d1["next_teacher"]
+    expect = d1["student"] if d1["status"] == "promoted" else d1["teacher"]
+    assert d1["next_teacher"] == expect
+    th2 = json.loads((second.folder / "thresholds.json").read_text())
+    assert th2["target"] == 0.8      # the schedule's second step
+
+
+def test_pseudo_labels_load_in_pycocotools_and_self_evaluate_to_ap_1(two_rounds):
+    _, first, _, _ = two_rounds
+    path = first.folder / "pseudo_labels.json"
+    data = json.loads(path.read_text())
+    assert data["images"] and all(a["id"] >= 1 for a in data["annotations"])
+    for a in data["annotations"]:
+        assert {"bbox", "area", "iscrowd", "segmentation", "score", "threshold", "size_bucket"} <= set(a)
+    n_pool = 24
+    assert len(data["images"]) + data["info"]["excluded_images"] == n_pool    # every admitted image listed
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(path))
+        dets = [{**a, "score": 1.0} for a in data["annotations"] if not a["iscrowd"]]
+        dt = gt.loadRes(dets)
+        E = COCOeval(gt, dt, "bbox")
+        E.evaluate()
+        E.accumulate()
+        E.summarize()
+    assert E.stats[0] == pytest.approx(1.0)
+
+
+def test_report_names_the_verdict_first(two_rounds):
+    _, first, _, _ = two_rounds
+    md = (first.folder / "report.md").read_text().splitlines()
+    assert md[0].startswith("# detst round 1")
+    assert "Guard verdict" in "\n".join(md[:6])
+    summary = json.loads((first.folder / "report.json").read_text())
+    assert summary["status"] == first.status
+
+
+def test_finished_rounds_are_not_modified_by_the_next(two_rounds):
+    cfg, first, second, _ = two_rounds
+    # round_01 files are older than round_02's decision
+    newest_r1 = max(p.stat().st_mtime_ns for p in first.folder.rglob("*") if p.is_file())
+    assert newest_r1 <= (second.folder / "teacher.json").stat().st_mtime_ns
+
+
+def test_real_yolo_detector_predicts_offline(two_rounds, no_network):
+    from detst.io.images import read_image
+    from detst.models.yolo import YoloDetector
+
+    cfg, first, _, _ = two_rounds
+    w = json.loads((first.folder / "teacher.json").read_text())["weights"]
+    det = YoloDetector(w, "cpu", imgsz=128)
+    img, _ = read_image(next((cfg.run_dir / "data" / "daynight" / "val" / "images").glob("*.jpg")))
+    out = det.predict([img, img], conf=0.0001)
+    assert len(out) == 2 and out[0].xyxy.shape[1] == 4
+    np.testing.assert_array_equal(out[0].xyxy, out[1].xyxy)
+    assert no_network == []
