@@ -69,11 +69,22 @@ class BuiltinDataConfig:
 
 
 @dataclass(frozen=True)
+class SharedRealConfig:
+    """Split shared/data (coco128 = day/general, sustech_night = night) into labeled/val/pool."""
+    root: str
+    n_labeled: int = field(default=80, metadata=_rng(1))
+    n_val_day: int = field(default=24, metadata=_rng(1))
+    n_val_night: int = field(default=45, metadata=_rng(1))
+    gap: int = field(default=5, metadata=_rng(0))
+
+
+@dataclass(frozen=True)
 class DataConfig:
     labeled: CocoSetConfig | None = None
     val: CocoSetConfig | None = None
     unlabeled: PoolConfig | None = None
     builtin: BuiltinDataConfig | None = None     # generate the day/night set into the run folder
+    shared_real: SharedRealConfig | None = None  # or split shared/data's real photographs into it
     slices: dict[str, SliceConfig] = field(default_factory=dict)
 
 
@@ -314,12 +325,17 @@ def _build_dataclass(cls: Any, value: Any, path: str, source: str) -> Any:
 
 def _check(cfg: Config, src: str) -> None:
     d = cfg.data
-    if d.builtin is None:
+    generated = [k for k in ("builtin", "shared_real") if getattr(d, k) is not None]
+    if len(generated) > 1:
+        raise _fail("data.builtin", "conflicts with data.shared_real: give one or the other", src)
+    if not generated:
         for key in ("labeled", "val", "unlabeled"):
             if getattr(d, key) is None:
                 raise _fail(f"data.{key}", "is required (or set data.builtin to use generated data)", src)
     elif any(getattr(d, k) is not None for k in ("labeled", "val", "unlabeled")):
-        raise _fail("data.builtin", "conflicts with data.labeled/val/unlabeled: give one or the other", src)
+        raise _fail(f"data.{generated[0]}", "conflicts with data.labeled/val/unlabeled: give one or the other", src)
+    if d.shared_real is not None and not cfg.path(d.shared_real.root).is_dir():
+        raise _fail("data.shared_real.root", f"is not a folder: {cfg.path(d.shared_real.root)}", src)
     for name, s in d.slices.items():
         given = [k for k in ("attribute", "path_glob", "max_luminance") if getattr(s, k) is not None]
         if len(given) != 1:

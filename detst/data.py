@@ -47,6 +47,12 @@ class RoundData:
 def _builtin(cfg: Config, run_dir: Path) -> dict[str, Path]:
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
+    if cfg.data.shared_real is not None:
+        from datasets.shared_real import generate as split_real
+
+        r = cfg.data.shared_real
+        return split_real(cfg.path(r.root), run_dir / "data" / "shared_real", r.n_labeled, r.n_val_day,
+                          r.n_val_night, r.gap)
     from datasets.daynight import generate
 
     b = cfg.data.builtin
@@ -81,7 +87,7 @@ def load_pool(annotations: Path | None, images_dir: Path) -> tuple[list[ImageRec
 
 def load_data(cfg: Config, run_dir: Path) -> RoundData:
     d = cfg.data
-    if d.builtin is not None:
+    if d.builtin is not None or d.shared_real is not None:
         p = _builtin(cfg, run_dir)
         lab = (p["labeled_annotations"], p["labeled_images"])
         val = (p["val_annotations"], p["val_images"])

@@ -7,6 +7,7 @@ is only ever read.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cv2
@@ -41,8 +42,8 @@ def to_bgr8(img: np.ndarray) -> tuple[np.ndarray, str | None]:
         img = ((img.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1.0))).round().astype(np.uint8)
         note.append(f"16-bit scaled from [{lo:.0f}, {hi:.0f}]")
     elif img.dtype != np.uint8:
-        img = np.clip(img, 0, 255).astype(np.uint8)
         note.append(f"{img.dtype} cast to uint8")
+        img = np.clip(img, 0, 255).astype(np.uint8)
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
         note.append("grayscale to BGR")
@@ -55,21 +56,37 @@ def to_bgr8(img: np.ndarray) -> tuple[np.ndarray, str | None]:
     return np.ascontiguousarray(img), ("; ".join(note) or None)
 
 
+def _has_alpha(data: np.ndarray) -> bool:
+    """True when the encoded image carries an alpha channel or a transparent colour (header only)."""
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as im:
+            return im.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info
+    except (OSError, UnidentifiedImageError):
+        return False
+
+
 def read_image(path: Path) -> tuple[np.ndarray, str | None]:
     """Decode ``path`` (EXIF orientation applied) -> ((H, W, 3) uint8 BGR, conversion note)."""
     data = np.fromfile(str(path), dtype=np.uint8)
-    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR   # keeps 16-bit/alpha; still applies EXIF
+    # keeps 16-bit and still applies EXIF; OpenCV drops alpha here (only IMREAD_UNCHANGED keeps it,
+    # and that one ignores EXIF), so the alpha note comes from the file's header
+    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
     img = cv2.imdecode(data, flags) if data.size else None
     if img is None:
         raise DatasetError(f"{path}: cannot decode image (corrupt, truncated or not an image)")
-    return to_bgr8(img)
+    img, note = to_bgr8(img)
+    if _has_alpha(data) and not (note and "alpha dropped" in note):
+        note = "; ".join(filter(None, [note, "alpha dropped"]))
+    return img, note
 
 
 def is_plain_bgr8(path: Path) -> bool:
     """True when ultralytics can read ``path`` as-is (8-bit, 3 channels, intact)."""
     try:
         with Image.open(path) as im:
-            return im.mode == "RGB" and im.format in ("JPEG", "PNG", "BMP", "WEBP")
+            # PIL reports a 16-bit RGB PNG as mode "RGB"; its raw mode ("RGB;16B") tells
+            sixteen = im.format == "PNG" and any(";16" in str(t[3]) for t in im.tile)
+            return im.mode == "RGB" and im.format in ("JPEG", "PNG", "BMP", "WEBP") and not sixteen
     except (OSError, UnidentifiedImageError):
         return False
 

@@ -38,7 +38,7 @@ def read_labels(path: Path, width: int, height: int, tolerance: float = 0.01) ->
     background image (no boxes). Values beyond [0 - tol, 1 + tol] are a DatasetError."""
     if not Path(path).exists():
         return Detections.empty(), 0
-    rows = []
+    rows, line_no = [], []
     for n, line in enumerate(Path(path).read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -49,14 +49,18 @@ def read_labels(path: Path, width: int, height: int, tolerance: float = 0.01) ->
             rows.append([float(v) for v in parts])
         except ValueError as e:
             raise DatasetError(f"{path}:{n}: not numbers: {line!r}") from e
+        line_no.append(n)
     if not rows:
         return Detections.empty(), 0
     a = np.array(rows)
     b = a[:, 1:]
+    if (b[:, 2:] < 0).any():
+        k = int(np.argmax((b[:, 2:] < 0).any(1)))
+        raise DatasetError(f"{path}:{line_no[k]}: box {b[k].tolist()} has a negative width/height")
     xyxy_n = np.concatenate([b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2], 1)
     if (xyxy_n < -tolerance).any() or (xyxy_n > 1 + tolerance).any():
         k = int(np.argmax(((xyxy_n < -tolerance) | (xyxy_n > 1 + tolerance)).any(1)))
-        raise DatasetError(f"{path}:{k + 1}: box {b[k].tolist()} lies outside the image by more than {tolerance}")
+        raise DatasetError(f"{path}:{line_no[k]}: box {b[k].tolist()} lies outside the image by more than {tolerance}")
     clipped = int(((xyxy_n < 0) | (xyxy_n > 1)).any(1).sum())
     xyxy = clip_xyxy(cxcywh_norm_to_xyxy(b, width, height), width, height)
     return Detections(xyxy, np.ones(len(a)), a[:, 0].astype(np.int64)), clipped

@@ -148,7 +148,11 @@ def train(source: str | Path, data_yaml: Path, out_dir: Path, *, imgsz: int, epo
         model.add_callback("on_train_start", _albumentations_check(bool(augmentations)))
         for event, fn in (callbacks or {}).items():
             model.add_callback(event, fn)
-        model.train(resume=True)
+        try:
+            model.train(resume=True)
+        except AssertionError as e:      # killed after the last epoch: the weights are complete
+            if "nothing to resume" not in str(e):
+                raise
     else:
         if out_dir.exists():
             shutil.rmtree(out_dir)   # a partial earlier attempt of this same training, not resumable
