@@ -1,0 +1,70 @@
+"""The ultralytics adapter: the augmentation policy reaches the training batches (and not the
+validation ones), the built-in p=0.01 transforms are not stacked on top, and training is offline."""
+
+from __future__ import annotations
+
+import albumentations as A
+import numpy as np
+import pytest
+
+from detst.io.coco import load_coco
+from detst.models import yolo
+from detst.student import build_set, write_data_yaml
+
+
+@pytest.fixture(scope="module")
+def tiny_yolo(tiny_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("yolo")
+    lab = load_coco(tiny_data["labeled_annotations"], tiny_data["labeled_images"])
+    val = load_coco(tiny_data["val_annotations"], tiny_data["val_images"])
+    build_set(root / "train", "L", [(im, lab.boxes[im.id]) for im in lab.images], 114)
+    build_set(root / "val", "V", [(im, val.boxes[im.id]) for im in val.images], 114)
+    return write_data_yaml(root / "data.yaml", [root / "train"], root / "val", list(lab.classes.names)), root
+
+
+def _gray(chw) -> bool:
+    a = np.asarray(chw).astype(np.int16)
+    return bool((a[0] == a[1]).all() and (a[1] == a[2]).all())
+
+
+def _train(data_yaml, out, augmentations, seen):
+    def look(trainer):
+        seen["train"] = [trainer.train_loader.dataset[i]["img"].numpy() for i in range(4)]
+        seen["val"] = [trainer.test_loader.dataset[i]["img"].numpy() for i in range(4)]
+        seen["albu"] = trainer.detst_albumentations
+
+    return yolo.train("detst/models/detst-tiny.yaml", data_yaml, out, imgsz=64, epochs=1, time=None, patience=5,
+                      batch=4, optimizer="AdamW", lr0=0.001, seed=0, device="cpu", workers=0,
+                      augmentations=augmentations, extra={"plots": False}, callbacks={"on_train_start": look})
+
+
+def test_policy_reaches_training_batches_not_validation(tiny_yolo):
+    data_yaml, root = tiny_yolo
+    seen: dict = {}
+    res = _train(data_yaml, root / "run_gray", [A.ToGray(p=1.0)], seen)
+    assert res.best.exists()
+    assert all(_gray(x) for x in seen["train"])              # every training sample went through ToGray
+    assert not any(_gray(x) for x in seen["val"])             # validation images are untouched
+    assert seen["albu"] and seen["albu"][0] is not None
+
+
+def test_empty_policy_replaces_the_builtin_p001_transforms(tiny_yolo):
+    data_yaml, root = tiny_yolo
+    seen: dict = {}
+    _train(data_yaml, root / "run_none", [], seen)
+    (compose,) = seen["albu"]
+    assert len(compose.transforms) == 0                        # no Blur/MedianBlur/ToGray/CLAHE p=0.01
+
+
+def test_failed_policy_construction_is_not_silent(tiny_yolo, monkeypatch):
+    """ultralytics catches an exception while building the albumentations wrapper and trains without it."""
+    data_yaml, root = tiny_yolo
+
+    def broken(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(A, "Compose", broken)     # what ultralytics' wrapper calls, inside its try/except
+    from detst.errors import StageError
+
+    with pytest.raises(StageError, match="did not reach"):
+        _train(data_yaml, root / "run_broken", [A.ToGray(p=1.0)], {})
