@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -16,6 +18,7 @@ sys.path.insert(0, str(REPO))
 
 # before anything imports ultralytics or albumentations
 _CFG_DIR = Path(tempfile.mkdtemp(prefix="detst-test-yolo-"))
+atexit.register(shutil.rmtree, _CFG_DIR, True)
 os.environ["YOLO_CONFIG_DIR"] = str(_CFG_DIR)
 os.environ["YOLO_OFFLINE"] = "1"
 os.environ["YOLO_AUTOINSTALL"] = "false"

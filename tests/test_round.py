@@ -127,3 +127,29 @@ def test_real_yolo_detector_predicts_offline(two_rounds, no_network):
     assert len(out) == 2 and out[0].xyxy.shape[1] == 4
     np.testing.assert_array_equal(out[0].xyxy, out[1].xyxy)
     assert no_network == []
+
+
+def test_same_teacher_same_pool_gives_byte_identical_pseudo_labels(two_rounds, tmp_path):
+    """Real detector on the CPU, run twice from scratch: the exported COCO file is byte-identical."""
+    from detst.data import load_data
+    from detst.io.files import dumps_json
+    from detst.models.yolo import YoloDetector
+    from detst.pseudo import build_export, predict_pool
+    from detst.round import _predict_images
+    from detst.thresholds import calibrate
+
+    cfg, first, _, _ = two_rounds
+    data = load_data(cfg, cfg.run_dir)
+    w = json.loads((first.folder / "teacher.json").read_text())["weights"]
+    outputs = []
+    for k in range(2):
+        det = YoloDetector(w, "cpu", imgsz=128)
+        val_preds = _predict_images(det, data.val.images, 0.0001, 4, 1)
+        th = calibrate(data.val.boxes, val_preds, data.classes, 0.0, min_support=1, lo=0.0005, hi=0.95)
+        jsonl = tmp_path / f"p{k}.jsonl"
+        predict_pool(det, data.pool, jsonl, conf=0.0001, batch=5, workers=2, progress=False)
+        coco, res = build_export(jsonl, data.pool, data.pool_tags, data.classes, th, band=0.0005,
+                                 cross_class_iou=0.7, per_slice=False, class_cap=None, info={"teacher": w})
+        outputs.append(dumps_json(coco).encode())
+    assert res.n_kept > 0
+    assert outputs[0] == outputs[1]
