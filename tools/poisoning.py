@@ -1,0 +1,67 @@
+#!/usr/bin/env python
+"""The self-poisoning scenario: the same teacher (trained mostly on day, weak at night) runs
+two rounds unguarded and two rounds guarded on the built-in data; a table shows, per round
+and slice, mAP50 and small-object recall of the model in service, and what the guard decided.
+
+python tools/poisoning.py [--config configs/night.yaml] [--rounds 2] [--student-time 0.05]
+
+Runs into runs/poison-unguarded and runs/poison-guarded (resumable: re-running continues).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="configs/night.yaml")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--student-time", type=float, default=0.05, help="hours of student training per round")
+    a = ap.parse_args(argv)
+
+    from detst.config import load_config
+    from detst.round import run_round, warmup
+    from detst.runfolder import round_dirs
+
+    base = load_config(a.config)
+    teacher = warmup(base)           # the demo's warm-up teacher, trained once and shared by both runs
+    print(f"teacher: {teacher}")
+    runs = {}
+    for name, enabled in (("unguarded", False), ("guarded", True)):
+        cfg = load_config(a.config, {"run.name": f"poison-{name}", "guard.enabled": enabled,
+                                     "model.teacher": str(teacher), "student.train.time": a.student_time})
+        done = len([r for r in round_dirs(cfg.run_dir) if (r / "decision.json").exists()])
+        for _ in range(done, a.rounds):
+            out = run_round(cfg)
+            print(f"[{name}] round {out.index}: {out.status} — {out.sentence}")
+        runs[name] = cfg.run_dir
+
+    print("\nmodel in service after each round (round 0 = the shared teacher); metric = mAP50 on val")
+    print(f"{'run':<10} {'round':>5} {'slice':<6} {'mAP50':>7} {'small R':>8}  decision")
+    for name, run in runs.items():
+        for k, r in enumerate(round_dirs(run)[: a.rounds]):
+            rep = json.loads((r / "report.json").read_text())
+            if k == 0:
+                for s in ("all", "day", "night"):
+                    m = rep["slices"][s]
+                    print(f"{name:<10} {0:>5} {s:<6} {m['metric']['teacher'] or 0:>7.3f} "
+                          f"{m['recall_small']['teacher'] or 0:>8.3f}  (start)")
+            promoted = rep["status"] == "promoted"
+            for s in ("all", "day", "night"):
+                m = rep["slices"][s]
+                who = "student" if promoted else "teacher"
+                cand = f"(student {m['metric']['student']:.3f})" if m["metric"]["student"] is not None else ""
+                print(f"{name:<10} {rep['round']:>5} {s:<6} {m['metric'][who] or 0:>7.3f} "
+                      f"{m['recall_small'][who] or 0:>8.3f}  {rep['status']} {cand if not promoted else ''}")
+            print(f"{'':<10} {'':>5} guard: {rep['guard_pre']} | {rep['guard_post'] or rep['sentence']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
