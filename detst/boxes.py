@@ -53,6 +53,20 @@ def iou_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
     return _tv_box_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()
 
 
+def ioa_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
+    """(N, 4), (M, 4) -> (N, M) intersection area / area of the ``a`` box, float64 (0 where a has no area).
+
+    COCO's rule for a crowd (ignore) region ``b``: a detection ``a`` matches any part of it."""
+    a = np.asarray(a_xyxy, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b_xyxy, dtype=np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    area = areas_xyxy(a)[:, None]
+    return np.divide(inter, area, out=np.zeros_like(inter), where=area > 0)
+
+
 def xyxy_to_xywh(xyxy: np.ndarray) -> np.ndarray:
     xyxy = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
     return np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)

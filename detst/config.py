@@ -220,7 +220,7 @@ class Config:
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
-    augment: dict[str, list[dict[str, dict[str, Any]]]] = field(default_factory=dict)
+    augment: dict[str, list[dict[str, dict[str, Any] | None]]] = field(default_factory=dict)   # `- ToGray:` = no args
     source: str = ""                        # the YAML file this came from (not a YAML key)
 
     @property
@@ -285,11 +285,11 @@ def _build(tp: Any, value: Any, path: str, source: str, meta: dict[str, Any] | N
     if tp in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (tp is int and not isinstance(value, int)):
             raise _fail(path, f"must be {tp.__name__}, got {type(value).__name__} {value!r}", source)
-        value = tp(value)
+        written, value = value, tp(value)
         lo, hi = (meta or {}).get("range", (None, None))
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             shown = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-            raise _fail(path, f"must be in {shown}, got {value}", source)
+            raise _fail(path, f"must be in {shown}, got {written}", source)   # as written: 35, not 35.0
         return value
     if tp is str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -351,7 +351,7 @@ def _check(cfg: Config, src: str) -> None:
             raise _fail("pseudo.schedule", "must not be empty", src)
         for i, v in enumerate(p.schedule):
             if not 0 < v <= 1:
-                raise _fail(f"pseudo.schedule[{i}]", f"must be in (0, 1], got {v}", src)
+                raise _fail(f"pseudo.schedule[{i}]", f"must be in (0, 1], got {v:g}", src)
     if p.min_threshold > p.max_threshold:
         raise _fail("pseudo.min_threshold", f"({p.min_threshold}) exceeds pseudo.max_threshold "
                     f"({p.max_threshold})", src)
@@ -383,8 +383,14 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     for dotted, v in (overrides or {}).items():
         node = raw
         *parents, last = dotted.split(".")
-        for k in parents:
-            node = node.setdefault(k, {})
+        for i, k in enumerate(parents):
+            if not isinstance(node, dict):
+                raise ConfigError(f"{src}: override {dotted}: {'.'.join(parents[:i]) or '<top>'} is not a mapping")
+            if node.get(k) is None:          # absent, or an empty section (`model:` in the YAML)
+                node[k] = {}
+            node = node[k]
+        if not isinstance(node, dict):
+            raise ConfigError(f"{src}: override {dotted}: {'.'.join(parents) or '<top>'} is not a mapping")
         node[last] = v
     cfg = _build_dataclass(Config, raw, "", src)
     cfg = dataclasses.replace(cfg, source=str(path.resolve()))

@@ -98,7 +98,10 @@ def load_data(cfg: Config, run_dir: Path) -> RoundData:
         lab = (cfg.path(d.labeled.annotations), cfg.path(d.labeled.images))
         val = (cfg.path(d.val.annotations), cfg.path(d.val.images))
         pool = (cfg.path(d.unlabeled.annotations) if d.unlabeled.annotations else None, cfg.path(d.unlabeled.images))
-        sources = {"labeled_annotations": lab[0], "val_annotations": val[0]}
+        sources = {"labeled_annotations": lab[0], "labeled_images": lab[1], "val_annotations": val[0],
+                   "val_images": val[1], "pool_images": pool[1]}
+        if pool[0] is not None:
+            sources["pool_annotations"] = pool[0]
     labeled = load_coco(*lab)
     valset = load_coco(*val, classes=labeled.classes)
     pool_images, pool_dropped = load_pool(*pool)

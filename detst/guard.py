@@ -11,12 +11,15 @@ promotion: the student against the teacher per slice and per size bucket.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from detst.config import DriftConfig, GuardConfig, GuardSliceConfig, PromotionConfig
 
 PASS, FAIL, NA, INSUFFICIENT = "pass", "fail", "n/a", "insufficient"
+# slack for comparisons at a limit: 0.8 - 0.5 is 0.30000000000000004, and a gap of 0.300 must not fail
+# max_gap 0.3 (nor a drop of 0.010 fail max_regression 0.01) by float rounding
+EPS = 1e-9
 
 
 @dataclass
@@ -61,7 +64,7 @@ def rule_min(name: str, value: float | None, limit: float | None, ci=None, what:
         return None
     if value is None:
         return Rule(name, NA, None, limit, text=f"{what or name} undefined (no GT): not applicable")
-    ok = value >= limit
+    ok = value >= limit - EPS
     return Rule(name, PASS if ok else FAIL, value, limit, ci, _ci_straddles(ci, limit),
                 f"{what or name} {value:.3f} {'>=' if ok else '<'} {limit:.3f}")
 
@@ -72,7 +75,7 @@ def rule_max(name: str, value: float | None, limit: float | None, ci=None, what:
         return None
     if value is None:
         return Rule(name, NA, None, limit, text=f"{what or name} undefined (no GT): not applicable")
-    ok = value <= limit
+    ok = value <= limit + EPS
     return Rule(name, PASS if ok else FAIL, value, limit, ci, _ci_straddles(ci, limit),
                 f"{what or name} {value:.3f} {'<=' if ok else '>'} {limit:.3f}")
 
@@ -134,7 +137,10 @@ def pre_round(stats: dict[str, SliceStats], cfg: GuardConfig, n_labeled: int, n_
     if not cfg.enabled:
         return PreVerdict(True, [], [], readiness, "Guard disabled: the round runs unchecked.", enabled=False)
     ref = stats.get(cfg.reference) if cfg.reference else None
-    verdicts = [check_slice(stats[name], ref, g, cfg.metric) for name, g in cfg.slices.items() if name in stats]
+    # a guarded slice with no val image at all is unverifiable (insufficient), never silently skipped
+    missing = SliceStats("", 0, 0, 0, None, None, None, None, None, None, None)
+    verdicts = [check_slice(stats.get(name) or replace(missing, name=name), ref, g, cfg.metric)
+                for name, g in cfg.slices.items()]
     failed = [v for v in verdicts if not v.admitted]
     teacher_bad = any(r.name == "teacher_floor" and r.status == FAIL for r in readiness)
     if teacher_bad:
@@ -221,9 +227,9 @@ def promotion(teacher: dict[str, SliceStats], student: dict[str, SliceStats], gu
                 comps.append(Comparison(name, measure, tv, sv, None, NA, f"{name} {measure}: undefined, n/a"))
                 continue
             d = sv - tv
-            bad = d < -cfg.max_regression
+            bad = d < -cfg.max_regression - EPS
             if bad and cfg.use_interval and s.metric_ci is not None and measure == "metric":
-                bad = s.metric_ci[1] < tv - cfg.max_regression
+                bad = s.metric_ci[1] < tv - cfg.max_regression - EPS
             comps.append(Comparison(name, measure, tv, sv, d, FAIL if bad else PASS,
                                     f"{name} {measure} {tv:.3f} → {sv:.3f} ({d:+.3f}, tolerance {cfg.max_regression})"))
     fails = [c for c in comps if c.status == FAIL]

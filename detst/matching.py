@@ -6,20 +6,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from detst.boxes import iou_matrix
+from detst.boxes import ioa_matrix, iou_matrix
 from detst.structures import Detections
 
 
 def match(gt: Detections, pred: Detections, iou_thr: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """-> (pred_status (P,) int8: 1 TP, 0 FP, -1 ignored; gt_matched (G,) bool).
 
-    GT rows with ``extras['iscrowd'] == 1`` are ignore regions: never counted as missed."""
+    GT rows with ``extras['iscrowd'] == 1`` are ignore regions: never counted as missed, and, as in
+    COCO, a prediction overlaps one by intersection over the prediction's own area (not IoU)."""
     status = np.zeros(len(pred), np.int8)
     matched = np.zeros(len(gt), bool)
     if len(pred) == 0:
         return status, matched
     crowd = gt.extras.get("iscrowd", np.zeros(len(gt))).astype(bool)
     ious = iou_matrix(pred.xyxy, gt.xyxy)
+    if crowd.any():
+        ious[:, crowd] = ioa_matrix(pred.xyxy, gt.xyxy[crowd])
     order = np.argsort(-pred.score, kind="stable")
     for p in order:
         cand = (gt.class_id == pred.class_id[p]) & ~matched & ~crowd

@@ -160,6 +160,7 @@ class PseudoResult:
     dropped: dict[str, int]
     per_image_kept: dict[int, int] = field(default_factory=dict)
     mean_kept_score: float | None = None
+    dropped_by_size: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -175,6 +176,7 @@ def build_export(jsonl: Path, images: list[ImageRecord], image_slices: dict[int,
     by_id = {im.id: im for im in images}
     selected: dict[int, Detections] = {}
     dropped: Counter = Counter()
+    by_size: Counter = Counter()
     errors = []
     for iid, d, _err in iter_predictions(jsonl):
         if iid not in by_id:
@@ -183,6 +185,9 @@ def build_export(jsonl: Path, images: list[ImageRecord], image_slices: dict[int,
             errors.append(iid)
             continue
         thr = threshold_for(thresholds, d, image_slices.get(iid, []), per_slice)
+        below = d.score < thr - band
+        for b in size_bucket_index(d.area[below]):
+            by_size[SIZE_BUCKETS[int(b)]] += 1
         sel, c = select(d, thr, band, cross_class_iou)
         dropped.update(c)
         selected[iid] = sel
@@ -232,5 +237,5 @@ def build_export(jsonl: Path, images: list[ImageRecord], image_slices: dict[int,
             "licenses": [], "images": img_entries, "annotations": anns, "categories": classes.coco_categories()}
     result = PseudoResult(len(img_entries), n_kept, n_ign, {k: dict(v) for k, v in sorted(cells.items())},
                           {n: hist.get(n, 0) for n in classes.names}, dict(+dropped), per_image,
-                          kept_sum / n_kept if n_kept else None)
+                          kept_sum / n_kept if n_kept else None, {b: by_size.get(b, 0) for b in SIZE_BUCKETS})
     return coco, result

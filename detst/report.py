@@ -61,35 +61,40 @@ def summarize(rdir: Path, decision: dict[str, Any] | None = None) -> dict[str, A
 
 # ------------------------------------------------------------------ plots
 
-def _plots(rdir: Path, summary: dict[str, Any], pre: dict, th: dict, pseudo: dict) -> list[Path]:
-    import matplotlib
+def _thresholded(rows: list[dict[str, Any]], th: dict, names: list[str]) -> dict[int, list]:
+    """Raw val predictions -> per image [(xyxy, label)] above their class × size threshold."""
+    from detst.boxes import areas_xyxy, size_bucket_index
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    cell = {(c["class"], c["size"]): c["threshold"] for c in th.get("cells", []) if c["slice"] == "*"}
+    out = {}
+    for r in rows:
+        xyxy = np.array(r["xyxy"], dtype=np.float64).reshape(-1, 4)
+        sizes = size_bucket_index(areas_xyxy(xyxy))
+        keep = []
+        for b, s, c, z in zip(xyxy, r["score"], r["cls"], sizes):
+            t = cell.get((names[c], SIZE_BUCKETS[z]), 1.0)
+            if s >= t:
+                keep.append((b.tolist(), f"{names[c]} {s:.2f}"))
+        out[r["image_id"]] = keep
+    return out
+
+
+def _plots(rdir: Path, summary: dict[str, Any], pre: dict, th: dict, pseudo: dict) -> list[Path]:
+    from detst import report_plots as P
 
     out = rdir / "plots"
     out.mkdir(exist_ok=True)
-    made = []
-
-    def save(fig, name):
-        p = out / name
-        fig.tight_layout()
-        fig.savefig(p.with_suffix(".tmp.png"), dpi=100)
-        plt.close(fig)
-        p.with_suffix(".tmp.png").replace(p)
-        made.append(p)
-
+    made: list[Path | None] = []
+    plt = P._plt()
     sl = summary["slices"]
     if sl:
         names = list(sl)
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-        for ax, key, title in ((axes[0], "metric", "guard metric per slice"),
+        for ax, key, title in ((axes[0], "metric", "guard metric per slice (red: floor)"),
                                (axes[1], "recall_small", "small-object recall at thresholds")):
             x = np.arange(len(names))
-            tv = [sl[n][key]["teacher"] or 0 for n in names]
-            sv = [sl[n][key]["student"] or 0 for n in names]
-            ax.bar(x - 0.2, tv, 0.4, label="teacher")
-            ax.bar(x + 0.2, sv, 0.4, label="student")
+            ax.bar(x - 0.2, [sl[n][key]["teacher"] or 0 for n in names], 0.4, label="teacher")
+            ax.bar(x + 0.2, [sl[n][key]["student"] or 0 for n in names], 0.4, label="student")
             ax.set_xticks(x, names)
             ax.set_ylim(0, 1)
             ax.set_title(title)
@@ -98,45 +103,64 @@ def _plots(rdir: Path, summary: dict[str, Any], pre: dict, th: dict, pseudo: dic
                     for r in v["rules"]:
                         if r["name"] == "floor" and v["slice"] in names:
                             i = names.index(v["slice"])
-                            ax.hlines(r["limit"], i - 0.45, i + 0.45, colors="red", linestyles="--",
-                                      label="guard floor")
+                            ax.hlines(r["limit"], i - 0.45, i + 0.45, colors="red", linestyles="--")
             ax.legend(fontsize=7)
-        save(fig, "slice_metrics.png")
+        made.append(P.save_fig(fig, out / "slice_metrics.png"))
     cells = [c for c in th.get("cells", []) if c["slice"] == "*" and c["class"] != "*" and c["size"] != "*"]
     if cells:
         classes = sorted({c["class"] for c in cells})
         grid = np.full((len(classes), len(SIZE_BUCKETS)), np.nan)
         for c in cells:
             grid[classes.index(c["class"]), SIZE_BUCKETS.index(c["size"])] = c["threshold"]
-        fig, ax = plt.subplots(figsize=(5, 0.6 * len(classes) + 1.5))
-        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
+        fig, ax = plt.subplots(figsize=(5, 0.35 * len(classes) + 1.8))
+        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(SIZE_BUCKETS)), SIZE_BUCKETS)
-        ax.set_yticks(range(len(classes)), classes)
-        for i in range(len(classes)):
-            for j in range(len(SIZE_BUCKETS)):
-                if np.isfinite(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7 if len(classes) > 10 else 9)
+        if len(classes) <= 20:
+            for i in range(len(classes)):
+                for j in range(len(SIZE_BUCKETS)):
+                    if np.isfinite(grid[i, j]):
+                        ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
         fig.colorbar(im, ax=ax)
-        ax.set_title(f"thresholds (precision target {th.get('target')})")
-        save(fig, "thresholds.png")
+        ax.set_title(f"thresholds, class × size (precision target {th.get('target')})")
+        made.append(P.save_fig(fig, out / "thresholds.png"))
+    inputs = _load(rdir / "inputs.json") or {}
     pc = pseudo.get("cells", {})
     if pc:
-        kept = {b: 0 for b in SIZE_BUCKETS}
-        ign = {b: 0 for b in SIZE_BUCKETS}
-        for key, v in pc.items():
-            s, _, b = key.split("|")
-            if s == "all":
-                kept[b] += v.get("kept", 0)
-                ign[b] += v.get("ignored", 0)
-        fig, ax = plt.subplots(figsize=(5, 3))
-        x = np.arange(len(SIZE_BUCKETS))
-        ax.bar(x - 0.2, [kept[b] for b in SIZE_BUCKETS], 0.4, label="kept")
-        ax.bar(x + 0.2, [ign[b] for b in SIZE_BUCKETS], 0.4, label="ignore regions")
-        ax.set_xticks(x, SIZE_BUCKETS)
-        ax.set_title("pseudo-labels per size bucket")
-        ax.legend()
-        save(fig, "pseudo_sizes.png")
-    return made
+        made.append(P.size_outcomes(pc, pseudo.get("dropped_by_size", {}), out / "pseudo_sizes.png"))
+        made.append(P.class_balance(pc, inputs.get("labeled_class_hist", {}), out / "class_balance.png"))
+    jsonl = rdir / "pool_predictions.jsonl"
+    coco = _load(rdir / "pseudo_labels.json")
+    if jsonl.exists() and coco:
+        slices_of = {im["id"]: im.get("slices", ["all"]) for im in coco["images"]}
+        scores: dict[str, list[float]] = {}
+        for line in jsonl.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            for s in slices_of.get(row["id"], []):
+                scores.setdefault(s, []).extend(row.get("score", []))
+        made.append(P.score_histograms({k: np.array(v) for k, v in scores.items()},
+                                       [c["threshold"] for c in cells], out / "score_histograms.png"))
+        made += P.pool_examples(coco, out)
+    tv, sv = _load(rdir / "teacher_val_predictions.json"), _load(rdir / "student_val_predictions.json")
+    val_src = inputs.get("sources", {})
+    if tv and sv and val_src.get("val_annotations") and Path(val_src["val_annotations"]).exists():
+        from detst.io.coco import load_coco
+
+        try:
+            val = load_coco(Path(val_src["val_annotations"]), Path(val_src["val_images"]), check_files=False)
+        except Exception:  # noqa: BLE001 - the report must not fail for a moved val set
+            val = None
+        if val is not None:
+            names = list(val.classes.names)
+            gt = {im.id: (str(im.path), [(b.tolist(), names[c]) for b, c in zip(val.boxes[im.id].xyxy,
+                                                                                 val.boxes[im.id].class_id)])
+                  for im in val.images}
+            made.append(P.val_compare(gt, _thresholded(tv["raw"], th, names), _thresholded(sv["raw"], th, names),
+                                      out / "val_teacher_vs_student.png"))
+    return [p for p in made if p is not None]
 
 
 # ------------------------------------------------------------------ markdown / html
@@ -255,19 +279,39 @@ def write_report(rdir: Path, decision: dict[str, Any] | None = None) -> dict[str
 
 
 def write_run_summary(run_dir: Path) -> Path:
-    """run_dir/summary.md: one line per finished round."""
+    """run_dir/summary.md (+ summary.png): per round and slice, the teacher, the student and
+    the model in service after the round's decision."""
+    from detst import report_plots as P
     from detst.runfolder import round_dirs
 
-    L = ["# detst run summary", "", "| round | status | slice | teacher metric | student metric | "
-         "teacher small recall | student small recall |", "|---|---|---|---|---|---|---|"]
+    L = ["# detst run summary", "", "| round | status | slice | teacher | student | in service after | "
+         "teacher small recall | student small recall |", "|---|---|---|---|---|---|---|---|"]
+    rows, floors, tol = [], {}, None
     for r in round_dirs(run_dir):
         s = _load(r / "report.json")
-        if not s:
+        if not s or s.get("status") is None:
             continue
+        pre = _load(r / "guard_pre.json") or {}
+        for v in pre.get("verdict", {}).get("slices", []):
+            for rule in v["rules"]:
+                if rule["name"] == "floor" and rule["limit"] is not None:
+                    floors[v["slice"]] = rule["limit"]
+        if (r / "config.yaml").exists():
+            import yaml
+
+            tol = (yaml.safe_load((r / "config.yaml").read_text()) or {}).get("guard", {}).get(
+                "promotion", {}).get("max_regression", tol)
         for name, m in s["slices"].items():
+            served = m["metric"]["student"] if s["status"] == "promoted" else m["metric"]["teacher"]
+            if s["round"] == 1 or not any(x["round"] == s["round"] - 1 and x["slice"] == name for x in rows):
+                rows.append({"round": s["round"] - 1, "slice": name, "value": m["metric"]["teacher"]})
+            rows.append({"round": s["round"], "slice": name, "value": served})
             L.append(f"| {s['round']} | {s['status']} | {name} | {_f(m['metric']['teacher'])} | "
-                     f"{_f(m['metric']['student'])} | {_f(m['recall_small']['teacher'])} | "
+                     f"{_f(m['metric']['student'])} | {_f(served)} | {_f(m['recall_small']['teacher'])} | "
                      f"{_f(m['recall_small']['student'])} |")
+    png = P.rounds_plot(rows, floors, tol, run_dir / "summary.png")
+    if png is not None:
+        L += ["", "![model in service per round](summary.png)"]
     out = run_dir / "summary.md"
     atomic_write_text(out, "\n".join(L) + "\n")
     return out

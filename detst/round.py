@@ -169,6 +169,16 @@ def resolve_teacher(cfg: Config, data: RoundData, run_dir: Path, idx: int, yolo_
     return res.best
 
 
+def warmup(cfg: Config) -> Path:
+    """The first teacher of ``cfg``'s run (trained once from the model yaml, or the given weights)."""
+    run_dir = cfg.run_dir
+    with run_lock(run_dir):
+        _yolo().configure_offline(run_dir / ".ultralytics")
+        log = EventLog(run_dir / "events.jsonl")
+        data = load_data(cfg, run_dir)
+        return resolve_teacher(cfg, data, run_dir, 1, ensure_yolo_sets(cfg, data, run_dir, log), log)
+
+
 def _default_factory(cfg: Config) -> PredictorFactory:
     def make(weights: Path) -> Predictor:
         return _yolo().YoloDetector(weights, cfg.run.device, cfg.model.imgsz, cfg.model.half)
@@ -190,6 +200,7 @@ def run_round(cfg: Config, predictor_factory: PredictorFactory | None = None, pr
         idx, rdir = current_round(run_dir)
         rdir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(rdir / "config.yaml", dump_config(cfg))
+        write_json(rdir / "inputs.json", _inputs(data))
         log("round", f"round {idx} in {rdir}")
         yolo_sets = ensure_yolo_sets(cfg, data, run_dir, log)
         teacher_w = resolve_teacher(cfg, data, run_dir, idx, yolo_sets, log)
@@ -324,6 +335,19 @@ def val_predictions(cfg: Config, data: RoundData, rdir: Path, who: str, weights:
     st.finish([path])
     log(who, f"{who} predicted {len(preds)} val images")
     return preds
+
+
+def _inputs(data: RoundData) -> dict[str, Any]:
+    hist = np.zeros(len(data.classes), np.int64)
+    for d in data.labeled.boxes.values():
+        hist += np.bincount(d.class_id, minlength=len(data.classes))
+    return {"sources": {k: str(v) for k, v in data.sources.items()},
+            "counts": {"labeled": len(data.labeled.images), "val": len(data.val.images), "pool": len(data.pool)},
+            "labeled_class_hist": dict(zip(data.classes.names, hist.tolist())),
+            "val_slices": {k: len(v) for k, v in data.val_slices().items()},
+            "pool_slices": {k: len(v) for k, v in data.pool_slices().items()},
+            "dropped_on_load": {"labeled": dict(data.labeled.dropped), "val": dict(data.val.dropped),
+                                "pool": dict(data.pool_dropped)}}
 
 
 def _drift(cfg: Config, data: RoundData, pres, admitted) -> G.DriftVerdict:

@@ -145,7 +145,7 @@ def calibrate(gt: dict[int, Detections], preds: dict[int, Detections], classes: 
             if len(m["score"][cs]) < min_support:
                 base = parent[(cname, ANY)] if parent else glob
                 cls_cell = Cell(base.threshold, cls_cell.precision, cls_cell.recall, cls_cell.support,
-                                cls_cell.n_gt, base.level if parent else "global",
+                                cls_cell.n_gt, base.level,
                                 f"{cls_cell.support} detections < {min_support}: fell back")
             cells[(sname, cname, ANY)] = cls_cell
             for b, bucket in enumerate(SIZE_BUCKETS):
