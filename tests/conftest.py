@@ -6,6 +6,7 @@ import atexit
 import hashlib
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -132,3 +133,42 @@ def tiny_config(tmp_path):
         p.write_text(TINY_YAML.format(name=name, dir=str(tmp_path / "runs")) + extra)
         return p
     return make
+
+
+@pytest.fixture(scope="session")
+def no_network():
+    """socket connects and name lookups raise: any attempt to reach the network fails the test."""
+    calls = []
+
+    def refuse(*a, **k):
+        calls.append(a)
+        raise OSError("network disabled in tests")
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(socket.socket, "connect", refuse)
+    mp.setattr(socket.socket, "connect_ex", refuse)
+    mp.setattr(socket, "getaddrinfo", refuse)
+    mp.setattr(socket, "create_connection", refuse)
+    yield calls
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def two_rounds(tmp_path_factory, fake_predictor, no_network):
+    """Two tiny rounds (real training, fake labeler) with the network made impossible."""
+    from detst.config import load_config
+    from detst.round import run_round
+
+    d = tmp_path_factory.mktemp("round")
+    p = d / "tiny.yaml"
+    p.write_text(TINY_YAML.format(name="tiny", dir="runs"))    # relative: resolved against the yaml's folder
+    cfg = load_config(p)
+    seen = []
+
+    def factory(weights):
+        seen.append(weights)
+        return fake_predictor
+
+    first = run_round(cfg, predictor_factory=factory, progress=False, echo=False)
+    second = run_round(cfg, predictor_factory=factory, progress=False, echo=False)
+    return cfg, first, second, seen

@@ -6,56 +6,15 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import socket
 
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detst.config import load_config
-from detst.round import run_round
-
 EXPECTED = ["config.yaml", "teacher.json", "thresholds.json", "guard_pre.json", "pseudo_labels.json",
             "pseudo_summary.json", "guard_drift.json", "augment_policy.json", "student/best.pt",
             "guard_post.json", "decision.json", "report.md", "report.json", "report.html"]
-
-
-@pytest.fixture(scope="module")
-def no_network():
-    """socket connects and name lookups raise: any attempt to reach the network fails the test."""
-    calls = []
-
-    def refuse(*a, **k):
-        calls.append(a)
-        raise OSError("network disabled in tests")
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(socket.socket, "connect", refuse)
-    mp.setattr(socket.socket, "connect_ex", refuse)
-    mp.setattr(socket, "getaddrinfo", refuse)
-    mp.setattr(socket, "create_connection", refuse)
-    yield calls
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def two_rounds(tmp_path_factory, fake_predictor, no_network):
-    from tests.conftest import TINY_YAML
-
-    d = tmp_path_factory.mktemp("round")
-    p = d / "tiny.yaml"
-    p.write_text(TINY_YAML.format(name="tiny", dir="runs"))    # relative: resolved against the yaml's folder
-    cfg = load_config(p)
-    seen = []
-
-    def factory(weights):
-        seen.append(weights)
-        return fake_predictor
-
-    first = run_round(cfg, predictor_factory=factory, progress=False, echo=False)
-    second = run_round(cfg, predictor_factory=factory, progress=False, echo=False)
-    return cfg, first, second, seen
 
 
 def test_whole_round_runs_offline(two_rounds, no_network):
