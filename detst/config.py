@@ -104,6 +104,7 @@ class TrainConfig:
     scale: float = field(default=0.5, metadata=_rng(0, 1))
     translate: float = field(default=0.1, metadata=_rng(0, 1))
     hsv_v: float = field(default=0.4, metadata=_rng(0, 1))
+    warmup_epochs: float = field(default=1.0, metadata=_rng(0))
 
 
 @dataclass(frozen=True)
@@ -334,6 +335,17 @@ def _check(cfg: Config, src: str) -> None:
                 raise _fail(f"data.{key}", "is required (or set data.builtin to use generated data)", src)
     elif any(getattr(d, k) is not None for k in ("labeled", "val", "unlabeled")):
         raise _fail(f"data.{generated[0]}", "conflicts with data.labeled/val/unlabeled: give one or the other", src)
+    if not generated:
+        for key, sub in (("labeled", d.labeled), ("val", d.val), ("unlabeled", d.unlabeled)):
+            for attr in ("annotations", "images"):
+                value = getattr(sub, attr)
+                if value is not None and not cfg.path(value).exists():
+                    raise _fail(f"data.{key}.{attr}", f"does not exist: {cfg.path(value)}", src)
+    teacher = cfg.model.teacher
+    if teacher is not None and (Path(teacher).parent != Path(".") or not teacher.endswith(".pt")) \
+            and not cfg.path(teacher).is_file():
+        raise _fail("model.teacher", f"is not a file: {cfg.path(teacher)} (weights .pt or a model yaml; a bare "
+                    f"name like yolov8n.pt is fetched by ultralytics only when online)", src)
     if d.shared_real is not None and not cfg.path(d.shared_real.root).is_dir():
         raise _fail("data.shared_real.root", f"is not a folder: {cfg.path(d.shared_real.root)}", src)
     for name, s in d.slices.items():

@@ -59,7 +59,8 @@ def _train_kwargs(cfg: Config, t) -> dict[str, Any]:
     return dict(epochs=t.epochs, time=t.time, patience=t.patience, batch=t.batch, optimizer=t.optimizer,
                 lr0=t.lr0, seed=cfg.run.seed, device=cfg.run.device, workers=cfg.run.workers,
                 extra={"mosaic": t.mosaic, "close_mosaic": t.close_mosaic, "fliplr": t.fliplr, "scale": t.scale,
-                       "translate": t.translate, "hsv_v": t.hsv_v, "cache": "ram" if t.cache else False})
+                       "translate": t.translate, "hsv_v": t.hsv_v, "warmup_epochs": t.warmup_epochs,
+                       "cache": "ram" if t.cache else False})
 
 
 def _predict_images(predictor: Predictor, images, conf: float, batch: int, workers: int) -> dict[int, Detections]:

@@ -205,9 +205,13 @@ def test_no_data_source_at_all(tmp_path):
 
 def test_relative_paths_resolve_against_the_config_folder_not_the_cwd(tmp_path, monkeypatch):
     raw = _with({"data.labeled": {"annotations": "data/lab.json", "images": "data/img"},
-                 "data.val": {"annotations": "../shared/val.json", "images": "/abs/val"},
+                 "data.val": {"annotations": "../shared/val.json", "images": str(tmp_path / "absval")},
                  "data.unlabeled": {"images": "pool"}, "run.dir": "out"}, drop=("data.builtin",))
     _write(tmp_path / "exp", raw)
+    for d in ("exp/data/img", "shared", "absval", "exp/pool"):
+        (tmp_path / d).mkdir(parents=True, exist_ok=True)
+    for f in ("exp/data/lab.json", "shared/val.json"):
+        (tmp_path / f).write_text("{}")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(tmp_path)
@@ -217,7 +221,7 @@ def test_relative_paths_resolve_against_the_config_folder_not_the_cwd(tmp_path, 
     assert cfg.base_dir == base
     assert cfg.path(cfg.data.labeled.annotations) == base / "data" / "lab.json"
     assert cfg.path(cfg.data.val.annotations) == (tmp_path / "shared" / "val.json").resolve()
-    assert cfg.path(cfg.data.val.images) == Path("/abs/val")
+    assert cfg.path(cfg.data.val.images) == tmp_path / "absval"
     assert cfg.path(cfg.data.unlabeled.images) == base / "pool"
     assert cfg.run_dir == base / "out" / "t"
 
