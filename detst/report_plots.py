@@ -207,3 +207,28 @@ def rounds_plot(rows: list[dict[str, Any]], floors: dict[str, float], tolerance:
     ax.set_title(f"model in service per slice (dashed: floors{t})", fontsize=9)
     ax.legend(fontsize=7)
     return save_fig(fig, out_path)
+
+
+def augmented_grid(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], transforms: list, seed: int,
+                   out_path: Path, per_sample: int = 2) -> Path | None:
+    """A few student training images after the policy, boxes following it: kept pseudo-labels
+    green, ignore regions (already filled grey in the training copy) orange.
+    ``samples``: (BGR image, kept xyxy (N, 4), ignore xyxy (M, 4))."""
+    import albumentations as A
+
+    if not samples:
+        return None
+    comp = A.Compose(transforms, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["kind"], clip=True),
+                     seed=seed)
+    tiles = []
+    for img, kept, ign in samples:
+        boxes = np.concatenate([np.asarray(kept).reshape(-1, 4), np.asarray(ign).reshape(-1, 4)])
+        kind = ["kept"] * len(kept) + ["ignore"] * len(ign)
+        for k in range(per_sample):
+            out = comp(image=img[:, :, ::-1], bboxes=boxes, kind=kind)
+            aug = np.ascontiguousarray(out["image"][:, :, ::-1])
+            drawn = [(b, GREEN if t == "kept" else ORANGE, "" if t == "kept" else "ignore")
+                     for b, t in zip(out["bboxes"], out["kind"])]
+            tiles.append(tile(draw(aug, drawn, max(TILE / max(aug.shape[:2]), 1.0)),
+                              f"augmented #{k + 1}: {len(kept)} kept, {len(ign)} ignore"))
+    return save_image(grid(tiles, 4), out_path)

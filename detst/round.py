@@ -291,6 +291,7 @@ def run_round(cfg: Config, predictor_factory: PredictorFactory | None = None, pr
                 if pseudo_dir.exists():
                     shutil.rmtree(pseudo_dir)
                 counts = build_set(pseudo_dir, "P", items, cfg.student.ignore_fill)
+                _augmented_samples(rdir, pseudo_dir, items, policy, cfg.run.seed)
                 bst.finish([pseudo_dir / "images"], dict(counts))
                 log("student", f"training set: {len(data.labeled.images)} labeled + {len(items)} pseudo-labeled",
                     counts=dict(counts))
@@ -336,6 +337,24 @@ def val_predictions(cfg: Config, data: RoundData, rdir: Path, who: str, weights:
     st.finish([path])
     log(who, f"{who} predicted {len(preds)} val images")
     return preds
+
+
+def _augmented_samples(rdir: Path, pseudo_dir: Path, items: list, policy: list, seed: int, n: int = 4) -> None:
+    """plots/augmented_samples.png: the policy applied to training copies (ignore regions filled)."""
+    import cv2
+
+    from detst import report_plots as P
+
+    ranked = sorted(items, key=lambda it: (-int(it[1].extras["iscrowd"].sum()), -len(it[1]), it[0].id))[:n]
+    samples = []
+    for im, d in ranked:
+        files = list((pseudo_dir / "images").glob(f"P{im.id:08d}.*"))
+        img = cv2.imread(str(files[0])) if files else None
+        if img is not None:
+            crowd = d.extras["iscrowd"].astype(bool)
+            samples.append((img, d.xyxy[~crowd], d.xyxy[crowd]))
+    (rdir / "plots").mkdir(exist_ok=True)
+    P.augmented_grid(samples, policy, seed, rdir / "plots" / "augmented_samples.png")
 
 
 def _inputs(data: RoundData) -> dict[str, Any]:
