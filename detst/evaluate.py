@@ -75,6 +75,7 @@ class SliceEval:
     stats: dict[str, float | None]
     ap50_per_class: dict[str, float | None]
     recall50_by_size: dict[str, float | None]
+    ap50_by_size: dict[str, float | None] = None  # type: ignore[assignment]
 
     def metric(self, name: str) -> float | None:
         return self.stats.get(name)
@@ -122,7 +123,8 @@ class SliceEvaluator:
             n_by_size["small" if a["area"] < 32**2 else "medium" if a["area"] < 96**2 else "large"] += 1
         if not ids:
             return SliceEval(name, 0, 0, n_by_size, {k: None for k in STAT_NAMES},
-                             {n: None for n in self.classes.names}, {b: None for b in SIZE_BUCKETS})
+                             {n: None for n in self.classes.names}, {b: None for b in SIZE_BUCKETS},
+                             {b: None for b in SIZE_BUCKETS})
         sub = self._subset(ids)
         stats = {k: _defined(v) for k, v in zip(STAT_NAMES, sub.stats)}
         prec = sub.eval["precision"]          # [T, R, K, A, M]
@@ -131,12 +133,16 @@ class SliceEvaluator:
         for k, cname in enumerate(self.classes.names):
             p = prec[0, :, k, 0, 2]
             ap50[cname] = _defined(float(p[p > -1].mean())) if (p > -1).any() else None
+        ap50_size = {}
+        for a, bucket in enumerate(SIZE_BUCKETS, start=1):
+            p = prec[0, :, :, a, 2]
+            ap50_size[bucket] = _defined(float(p[p > -1].mean())) if (p > -1).any() else None
         r50 = {}
         for a, bucket in enumerate(SIZE_BUCKETS, start=1):
             r = rec[0, :, a, 2]
             # mean over classes that have GT in this bucket, as COCO averages AR
             r50[bucket] = _defined(float(r[r > -1].mean())) if (r > -1).any() else None
-        return SliceEval(name, len(ids), len(gt_anns), n_by_size, stats, ap50, r50)
+        return SliceEval(name, len(ids), len(gt_anns), n_by_size, stats, ap50, r50, ap50_size)
 
 
 def evaluate_slices(images: list[ImageRecord], gt: dict[int, Detections], preds: dict[int, Detections],

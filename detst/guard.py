@@ -32,7 +32,7 @@ class SliceStats:
     n_gt_small: int
     metric: float | None                 # the guard's metric (pycocotools)
     metric_ci: tuple[float, float] | None
-    map_small: float | None
+    map_small: float | None              # small-object AP at the guard metric's IoU (AP50 small for map50)
     recall: float | None                 # at the pseudo thresholds, IoU 0.5
     recall_ci: tuple[float, float] | None
     recall_small: float | None
@@ -222,7 +222,7 @@ def promotion(teacher: dict[str, SliceStats], student: dict[str, SliceStats], gu
         if name not in teacher or name not in student:
             continue
         t, s = teacher[name], student[name]
-        for measure, tv, sv in (("metric", t.metric, s.metric), ("map_small", t.map_small, s.map_small)):
+        for measure, tv, sv in (("metric", t.metric, s.metric), ("ap_small", t.map_small, s.map_small)):
             if tv is None or sv is None:
                 comps.append(Comparison(name, measure, tv, sv, None, NA, f"{name} {measure}: undefined, n/a"))
                 continue

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from detst.boxes import SIZE_BUCKETS, iou_matrix, size_bucket_index
 from detst.io.coco import annotation_entries, image_entry
+from detst.io.files import atomic_write_text
 from detst.io.images import iter_image_batches
 from detst.models import Predictor
 from detst.structures import ClassMap, Detections, ImageRecord
@@ -93,6 +94,29 @@ def predict_pool(predictor: Predictor, images: list[ImageRecord], jsonl: Path, *
             f.flush()
             bar.update(len(recs))
     return counts
+
+
+def merge_shard_rows(rdir: Path, key: str, jsonl: Path) -> int:
+    """Append to ``jsonl`` the rows of every shard file of ``rdir/shards`` made for the same
+    inputs (its .key equals ``key``) that ``jsonl`` lacks; returns how many were added."""
+    done = _read_done(jsonl)
+    added = {}
+    for keyfile in sorted((rdir / "shards").glob("pool_predictions.*.key")):
+        if keyfile.read_text() != key:
+            continue
+        for iid, row in _read_done(keyfile.with_suffix(".jsonl")).items():
+            if iid not in done and iid not in added:
+                added[iid] = row
+    if added:
+        rows = list(done.values()) + list(added.values())
+        atomic_write_text(jsonl, "".join(json.dumps(r) + "\n" for r in rows))
+    return len(added)
+
+
+def reorder_rows(jsonl: Path, order: list[int]) -> None:
+    """Rewrite ``jsonl`` with its rows in ``order`` (pool order), whatever order they were made in."""
+    done = _read_done(jsonl)
+    atomic_write_text(jsonl, "".join(json.dumps(done[i]) + "\n" for i in order if i in done))
 
 
 def iter_predictions(jsonl: Path) -> Iterator[tuple[int, Detections | None, str | None]]:

@@ -28,7 +28,7 @@ from detst.io.coco import detections_to_results
 from detst.io.files import atomic_write_text, read_json, write_json
 from detst.io.images import iter_image_batches
 from detst.models import Predictor
-from detst.pseudo import build_export, predict_pool
+from detst.pseudo import build_export, merge_shard_rows, predict_pool, reorder_rows
 from detst.runfolder import DECISION, EventLog, Stage, current_round, file_hash, run_lock
 from detst.stats import ap50 as boot_ap50
 from detst.stats import bootstrap_ci, image_records, recall
@@ -108,7 +108,7 @@ def slice_stats(data: RoundData, preds: dict[int, Detections], th: Thresholds, c
             name, se.n_images, se.n_gt, se.n_gt_by_size["small"], metric,
             bootstrap_ci(recs, ids, lambda r: boot_ap50(r, nc), n, rng, cfg.guard.confidence)
             if cfg.guard.metric == "map50" else None,
-            se.stats.get("map_small"), recall(sub),
+            se.ap50_by_size["small"] if cfg.guard.metric == "map50" else se.stats.get("map_small"), recall(sub),
             bootstrap_ci(recs, ids, recall, n, rng, cfg.guard.confidence),
             recall(sub, 0), bootstrap_ci(recs, ids, lambda r: recall(r, 0), n, rng, cfg.guard.confidence))
         out[name].__dict__["eval"] = se.to_dict()
@@ -186,73 +186,146 @@ def _default_factory(cfg: Config) -> PredictorFactory:
     return make
 
 
+@dataclass
+class _Prepared:
+    """What the stages before pseudo-labeling established (shared by the full run and shards)."""
+
+    data: RoundData
+    idx: int
+    rdir: Path
+    log: EventLog
+    teacher_w: Path
+    tkey: str
+    model: Callable[[Path], Predictor]
+    th: Thresholds
+    target: float
+    t_stats: dict[str, G.SliceStats]
+    pre: G.PreVerdict
+    excluded_ids: set[int]
+    admitted: list
+    yolo_sets: tuple[Path, Path]
+    blocked: str | None = None
+
+    def pool_key(self, cfg: Config) -> dict[str, Any]:
+        p = cfg.pseudo
+        return {"teacher": self.tkey, "pool": [im.id for im in self.admitted], "floor": p.score_floor,
+                "flip": dataclasses.asdict(p.flip_consistency), "imgsz": cfg.model.imgsz}
+
+
+def _prepare(cfg: Config, make: PredictorFactory, echo: bool) -> _Prepared:
+    """Data, round folder, teacher, its val predictions, thresholds and the pre-round guard."""
+    run_dir = cfg.run_dir
+    _yolo().configure_offline(run_dir / ".ultralytics")
+    log = EventLog(run_dir / "events.jsonl", echo)
+    data = load_data(cfg, run_dir)
+    log("data", f"labeled {len(data.labeled.images)}, val {len(data.val.images)}, pool {len(data.pool)} images; "
+        f"dropped on load: labeled {dict(data.labeled.dropped)}, val {dict(data.val.dropped)}, "
+        f"pool {dict(data.pool_dropped)}")
+    idx, rdir = current_round(run_dir)
+    rdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(rdir / "config.yaml", dump_config(cfg))
+    write_json(rdir / "inputs.json", _inputs(data))
+    log("round", f"round {idx} in {rdir}")
+    yolo_sets = ensure_yolo_sets(cfg, data, run_dir, log)
+    teacher_w = resolve_teacher(cfg, data, run_dir, idx, yolo_sets, log)
+    tkey = file_hash(teacher_w) if teacher_w.exists() else str(teacher_w)
+    write_json(rdir / "teacher.json", {"weights": str(teacher_w), "sha256_16": tkey, "round": idx})
+    cache: dict[str, Predictor] = {}
+
+    def model(w: Path) -> Predictor:
+        if str(w) not in cache:
+            cache[str(w)] = make(w)
+        return cache[str(w)]
+
+    # -- teacher on val (raw, low floor) ----------------------------------------------------
+    t_preds = val_predictions(cfg, data, rdir, "teacher", teacher_w, tkey, model, log)
+    # -- thresholds --------------------------------------------------------------------------
+    target = cfg.pseudo.target_for_round(idx)
+    p = cfg.pseudo
+    th = calibrate(data.val.boxes, t_preds, data.classes, target, p.min_support, p.min_threshold,
+                   p.max_threshold, p.match_iou, data.val_slices() if p.per_slice else None)
+    write_json(rdir / "thresholds.json", {**th.to_json(), "round": idx, "schedule": p.schedule})
+    log("thresholds", f"precision target {target} (round {idx}); {len(th.cells)} cells calibrated on val")
+    # -- guard.pre ---------------------------------------------------------------------------
+    rng = np.random.default_rng([cfg.run.seed, idx])
+    t_stats = slice_stats(data, t_preds, th, cfg, rng)
+    pool_slices = data.pool_slices()
+    pre = G.pre_round(t_stats, cfg.guard, len(data.labeled.images), len(data.pool),
+                      {k: len(v) for k, v in pool_slices.items()})
+    write_json(rdir / "guard_pre.json", {"verdict": pre.to_json(), "teacher": _stats_json(t_stats)})
+    log("guard.pre", pre.sentence)
+    excluded_ids = {i for s in pre.excluded for i in pool_slices.get(s, [])}
+    admitted = [im for im in data.pool if im.id not in excluded_ids]
+    blocked = None if pre.proceed else pre.sentence
+    if blocked is None and not admitted:
+        blocked = "Round blocked: every pool image is in an excluded slice."
+    return _Prepared(data, idx, rdir, log, teacher_w, tkey, model, th, target, t_stats, pre, excluded_ids,
+                     admitted, yolo_sets, blocked)
+
+
+def _shard_files(rdir: Path, k: int, n: int) -> tuple[Path, Path]:
+    base = rdir / "shards" / f"pool_predictions.{k}of{n}"
+    return base.with_suffix(".jsonl"), base.with_suffix(".key")
+
+
+def run_shard(cfg: Config, shard: tuple[int, int], predictor_factory: PredictorFactory | None = None,
+              progress: bool = True, echo: bool = True) -> RoundOutcome:
+    """Pseudo-label shard ``k`` of ``n`` of the current round's admitted pool (images k-1, k-1+n, ...).
+
+    The stages before it run under the run lock (waiting for other shards); the prediction itself
+    holds only this shard's lock, so shards run side by side. The next plain run_round merges them."""
+    k, n = shard
+    if not 1 <= k <= n:
+        raise ConfigError(f"--shard {k}/{n}: expected K/N with 1 <= K <= N")
+    run_dir = cfg.run_dir
+    with run_lock(run_dir, wait=True):
+        prep = _prepare(cfg, predictor_factory or _default_factory(cfg), echo)
+    if prep.blocked:
+        return RoundOutcome(prep.idx, prep.rdir, "blocked", prep.blocked)
+    jsonl, keyfile = _shard_files(prep.rdir, k, n)
+    key = Stage(prep.rdir, "pool_predictions", prep.pool_key(cfg)).key
+    with run_lock(prep.rdir / "shards", name=f".lock.{k}of{n}"):
+        if not keyfile.exists() or keyfile.read_text() != key:
+            jsonl.unlink(missing_ok=True)
+            atomic_write_text(keyfile, key)
+        mine = prep.admitted[k - 1::n]
+        p = cfg.pseudo
+        counts = predict_pool(prep.model(prep.teacher_w), mine, jsonl, conf=p.score_floor, batch=cfg.model.batch,
+                              workers=cfg.run.workers, progress=progress, desc=f"shard {k}/{n}",
+                              flip_iou=p.flip_consistency.iou if p.flip_consistency.enabled else None)
+    prep.log("pseudo", f"shard {k}/{n}: {len(mine)} pool images predicted", counts=dict(counts))
+    return RoundOutcome(prep.idx, prep.rdir, "shard", f"shard {k}/{n} done: {len(mine)} images in {jsonl}")
+
+
 def run_round(cfg: Config, predictor_factory: PredictorFactory | None = None, progress: bool = True,
               echo: bool = True) -> RoundOutcome:
     """Run (or resume) the next round of ``cfg``'s run folder; see the module docstring."""
     run_dir = cfg.run_dir
     with run_lock(run_dir):
-        _yolo().configure_offline(run_dir / ".ultralytics")
-        log = EventLog(run_dir / "events.jsonl", echo)
-        make = predictor_factory or _default_factory(cfg)
-        data = load_data(cfg, run_dir)
-        log("data", f"labeled {len(data.labeled.images)}, val {len(data.val.images)}, pool {len(data.pool)} images; "
-            f"dropped on load: labeled {dict(data.labeled.dropped)}, val {dict(data.val.dropped)}, "
-            f"pool {dict(data.pool_dropped)}")
-        idx, rdir = current_round(run_dir)
-        rdir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(rdir / "config.yaml", dump_config(cfg))
-        write_json(rdir / "inputs.json", _inputs(data))
-        log("round", f"round {idx} in {rdir}")
-        yolo_sets = ensure_yolo_sets(cfg, data, run_dir, log)
-        teacher_w = resolve_teacher(cfg, data, run_dir, idx, yolo_sets, log)
-        tkey = file_hash(teacher_w) if teacher_w.exists() else str(teacher_w)
-        write_json(rdir / "teacher.json", {"weights": str(teacher_w), "sha256_16": tkey, "round": idx})
-        cache: dict[str, Predictor] = {}
-
-        def model(w: Path) -> Predictor:
-            if str(w) not in cache:
-                cache[str(w)] = make(w)
-            return cache[str(w)]
-
-        # -- teacher on val (raw, low floor) ------------------------------------------------
-        t_preds = val_predictions(cfg, data, rdir, "teacher", teacher_w, tkey, model, log)
-        # -- thresholds ----------------------------------------------------------------------
-        target = cfg.pseudo.target_for_round(idx)
+        prep = _prepare(cfg, predictor_factory or _default_factory(cfg), echo)
+        data, idx, rdir, log, teacher_w, tkey, model = (prep.data, prep.idx, prep.rdir, prep.log, prep.teacher_w,
+                                                        prep.tkey, prep.model)
+        th, target, t_stats, pre, excluded_ids, admitted = (prep.th, prep.target, prep.t_stats, prep.pre,
+                                                            prep.excluded_ids, prep.admitted)
+        yolo_sets = prep.yolo_sets
         p = cfg.pseudo
-        th = calibrate(data.val.boxes, t_preds, data.classes, target, p.min_support, p.min_threshold,
-                       p.max_threshold, p.match_iou, data.val_slices() if p.per_slice else None)
-        write_json(rdir / "thresholds.json", {**th.to_json(), "round": idx, "schedule": p.schedule})
-        log("thresholds", f"precision target {target} (round {idx}); {len(th.cells)} cells calibrated on val")
-        # -- guard.pre -----------------------------------------------------------------------
-        rng = np.random.default_rng([cfg.run.seed, idx])
-        t_stats = slice_stats(data, t_preds, th, cfg, rng)
-        pool_slices = data.pool_slices()
-        pre = G.pre_round(t_stats, cfg.guard, len(data.labeled.images), len(data.pool),
-                          {k: len(v) for k, v in pool_slices.items()})
-        write_json(rdir / "guard_pre.json", {"verdict": pre.to_json(), "teacher": _stats_json(t_stats)})
-        log("guard.pre", pre.sentence)
-        if not pre.proceed:
-            return _finish(cfg, rdir, idx, "blocked", pre.sentence, teacher_w, None, log)
-        excluded_ids = {i for s in pre.excluded for i in pool_slices.get(s, [])}
-        admitted = [im for im in data.pool if im.id not in excluded_ids]
-        if not admitted:
-            return _finish(cfg, rdir, idx, "blocked", "Round blocked: every pool image is in an excluded slice.",
-                           teacher_w, None, log)
-        # -- pseudo-labels -------------------------------------------------------------------
-        pseudo_key = {"teacher": tkey, "pool": [im.id for im in admitted], "floor": p.score_floor,
-                      "flip": dataclasses.asdict(p.flip_consistency), "imgsz": cfg.model.imgsz}
-        st = Stage(rdir, "pool_predictions", pseudo_key)
+        if prep.blocked:
+            return _finish(cfg, rdir, idx, "blocked", prep.blocked, teacher_w, None, log)
+        # -- pseudo-labels (merging finished shards, predicting what is missing) ---------------
+        st = Stage(rdir, "pool_predictions", prep.pool_key(cfg))
         jsonl = rdir / "pool_predictions.jsonl"
         if not st.done():
-            if (rdir / ".stages" / "pool_predictions.key").exists() and \
-                    (rdir / ".stages" / "pool_predictions.key").read_text() != st.key:
+            keyfile = rdir / ".stages" / "pool_predictions.key"
+            if not keyfile.exists() or keyfile.read_text() != st.key:
                 jsonl.unlink(missing_ok=True)      # predictions of another teacher/pool: start over
-            atomic_write_text(rdir / ".stages" / "pool_predictions.key", st.key)
+            atomic_write_text(keyfile, st.key)
+            merged = merge_shard_rows(rdir, st.key, jsonl)
             counts = predict_pool(model(teacher_w), admitted, jsonl, conf=p.score_floor, batch=cfg.model.batch,
                                   workers=cfg.run.workers, progress=progress,
                                   flip_iou=p.flip_consistency.iou if p.flip_consistency.enabled else None)
-            st.finish([jsonl], dict(counts))
-            log("pseudo", f"teacher ran on {len(admitted)} pool images", counts=dict(counts))
+            reorder_rows(jsonl, [im.id for im in admitted])
+            st.finish([jsonl], {**counts, "from_shards": merged})
+            log("pseudo", f"teacher ran on {len(admitted)} pool images ({merged} from shards)", counts=dict(counts))
         pseudo_dir = rdir / "student_data" / "pseudo"
         items: list[tuple[Any, Detections]] = []
         coco, pres = build_export(jsonl, admitted, data.pool_tags, data.classes, th, band=p.ignore_band,

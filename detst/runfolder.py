@@ -25,13 +25,14 @@ DECISION = "decision.json"
 
 
 @contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the run folder; a second holder gets RunLockedError at once."""
+def run_lock(run_dir: Path, name: str = ".lock", wait: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on the run folder; a second holder gets RunLockedError at once
+    (or, with ``wait``, blocks until the first lets go)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / ".lock"
+    path = run_dir / name
     f = open(path, "a+")
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError as e:
         f.close()
         raise RunLockedError(f"{run_dir}: another detst process is using this run folder "

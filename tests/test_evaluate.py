@@ -181,5 +181,6 @@ def test_crowd_gt_is_not_counted_and_a_detection_on_it_is_not_a_false_positive()
 def test_slice_eval_to_dict_is_plain():
     images, gt, preds = _random_set(1, n_images=8)
     d = evaluate_slices(images, gt, preds, CLASSES, {"all": [im.id for im in images]})["all"].to_dict()
-    assert set(d) == {"name", "n_images", "n_gt", "n_gt_by_size", "stats", "ap50_per_class", "recall50_by_size"}
+    assert set(d) == {"name", "n_images", "n_gt", "n_gt_by_size", "stats", "ap50_per_class", "recall50_by_size",
+                      "ap50_by_size"}
     assert set(d["stats"]) == set(STAT_NAMES)

@@ -252,7 +252,7 @@ def test_promotion_small_object_ap_regression_rejects():
     tn, sn = _pair(0.5, 0.5, t_small=0.3, s_small=0.2)
     v = promotion({"night": tn}, {"night": sn}, ["night"], PromotionConfig(max_regression=0.05))
     assert not v.promote
-    assert [c.measure for c in v.comparisons if c.status == FAIL] == ["map_small"]
+    assert [c.measure for c in v.comparisons if c.status == FAIL] == ["ap_small"]
 
 
 @pytest.mark.parametrize("ci, promote", [
