@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set run.name=try2 (value parsed as YAML)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ap.add_argument("--shard", metavar="K/N", default=None,
+                    help="only pseudo-label shard K of N of the current round's pool, then exit 0; a later run "
+                         "without --shard merges the finished shards and goes on")
     args = ap.parse_args(argv)
 
     import yaml
@@ -38,8 +41,16 @@ def main(argv: list[str] | None = None) -> int:
             k, v = item.split("=", 1)
             overrides[k] = yaml.safe_load(v)
         cfg = load_config(args.config, overrides)
-        from detst.round import run_round
+        from detst.round import run_round, run_shard
 
+        if args.shard:
+            try:
+                k, n = (int(v) for v in args.shard.split("/"))
+            except ValueError as e:
+                raise ConfigError(f"--shard {args.shard!r}: expected K/N, e.g. 1/4") from e
+            outcome = run_shard(cfg, (k, n), progress=not args.no_progress)
+            print(f"detst: {outcome.sentence}")
+            return 3 if outcome.status == "blocked" else 0
         outcome = run_round(cfg, progress=not args.no_progress)
     except (ConfigError, DatasetError) as e:
         print(f"detst: error: {e}", file=sys.stderr)
