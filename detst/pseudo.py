@@ -101,7 +101,7 @@ def merge_shard_rows(rdir: Path, key: str, jsonl: Path) -> int:
     inputs (its .key equals ``key``) that ``jsonl`` lacks; returns how many were added."""
     done = _read_done(jsonl)
     added = {}
-    for keyfile in sorted((rdir / "shards").glob("pool_predictions.*.key")):
+    for keyfile in sorted((rdir / "shards").glob("pool_predictions-*.key")):
         if keyfile.read_text() != key:
             continue
         for iid, row in _read_done(keyfile.with_suffix(".jsonl")).items():

@@ -264,8 +264,8 @@ def _prepare(cfg: Config, make: PredictorFactory, echo: bool) -> _Prepared:
 
 
 def _shard_files(rdir: Path, k: int, n: int) -> tuple[Path, Path]:
-    base = rdir / "shards" / f"pool_predictions.{k}of{n}"
-    return base.with_suffix(".jsonl"), base.with_suffix(".key")
+    folder = rdir / "shards"
+    return folder / f"pool_predictions-{k}of{n}.jsonl", folder / f"pool_predictions-{k}of{n}.key"
 
 
 def run_shard(cfg: Config, shard: tuple[int, int], predictor_factory: PredictorFactory | None = None,
@@ -405,11 +405,11 @@ def val_predictions(cfg: Config, data: RoundData, rdir: Path, who: str, weights:
         return _preds_from_json(read_json(path)["raw"])
     preds = _predict_images(model(weights), data.val.images, min(cfg.pseudo.score_floor, 0.001) or 0.001,
                             cfg.model.batch, cfg.run.workers)
-    write_json(path, {"raw": _preds_to_json(preds), "coco_results": detections_to_results(preds, data.classes)},
-               indent=None)
+    rows = _preds_to_json(preds)
+    write_json(path, {"raw": rows, "coco_results": detections_to_results(preds, data.classes)}, indent=None)
     st.finish([path])
     log(who, f"{who} predicted {len(preds)} val images")
-    return preds
+    return _preds_from_json(rows)       # as stored: a resumed round computes exactly what a fresh one does
 
 
 def _augmented_samples(rdir: Path, pseudo_dir: Path, items: list, policy: list, seed: int, n: int = 4) -> None:

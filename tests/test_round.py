@@ -112,3 +112,35 @@ def test_same_teacher_same_pool_gives_byte_identical_pseudo_labels(two_rounds, t
         outputs.append(dumps_json(coco).encode())
     assert res.n_kept > 0
     assert outputs[0] == outputs[1]
+
+
+def test_two_shards_merge_into_the_same_files_as_a_single_run(two_rounds, fake_predictor, tiny_data, tmp_path):
+    from detst.config import load_config
+    from detst.round import run_round, run_shard
+    from tests.conftest import TINY_YAML
+
+    _, first, _, _ = two_rounds
+    teacher = json.loads((first.folder / "teacher.json").read_text())["weights"]
+    d = tiny_data
+    data = (f"data:\n  labeled: {{annotations: {d['labeled_annotations']}, images: {d['labeled_images']}}}\n"
+            f"  val: {{annotations: {d['val_annotations']}, images: {d['val_images']}}}\n"
+            f"  unlabeled: {{annotations: {d['pool_annotations']}, images: {d['pool_images']}}}\n")
+    base = TINY_YAML.format(name="r", dir="runs")
+    base = base.replace(base[base.index("data:"):base.index("  slices:")], data)
+    outs = {}
+    for name in ("single", "sharded"):
+        (tmp_path / name).mkdir()
+        p = tmp_path / name / "exp.yaml"
+        p.write_text(base)
+        cfg = load_config(p, {"model.teacher": teacher})
+        if name == "sharded":
+            for k in (2, 1):
+                s = run_shard(cfg, (k, 2), predictor_factory=lambda w: fake_predictor, progress=False, echo=False)
+                assert s.status == "shard"
+            assert len(list((cfg.run_dir / "round_01" / "shards").glob("*.jsonl"))) == 2
+        out = run_round(cfg, predictor_factory=lambda w: fake_predictor, progress=False, echo=False)
+        outs[name] = out.folder
+    for f in ("pool_predictions.jsonl", "pseudo_labels.json", "thresholds.json"):
+        assert (outs["single"] / f).read_bytes() == (outs["sharded"] / f).read_bytes(), f
+    manifest = json.loads((outs["sharded"] / ".stages" / "pool_predictions.json").read_text())
+    assert manifest["result"]["from_shards"] == 24                  # nothing predicted twice
