@@ -3,7 +3,7 @@
 two rounds unguarded and two rounds guarded on the built-in data; a table shows, per round
 and slice, mAP50 and small-object recall of the model in service, and what the guard decided.
 
-python tools/poisoning.py [--config configs/night.yaml] [--rounds 2] [--student-time 0.05]
+python tools/poisoning.py [--config configs/night.yaml] [--rounds 2] [--student-epochs N]
 
 Runs into runs/poison-unguarded and runs/poison-guarded (resumable: re-running continues).
 """
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/night.yaml")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--student-time", type=float, default=0.05, help="hours of student training per round")
+    ap.add_argument("--student-epochs", type=int, default=None, help="student epochs per round (default: the config's)")
     a = ap.parse_args(argv)
 
     from detst.config import load_config
@@ -34,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"teacher: {teacher}")
     runs = {}
     for name, enabled in (("unguarded", False), ("guarded", True)):
-        cfg = load_config(a.config, {"run.name": f"poison-{name}", "guard.enabled": enabled,
-                                     "model.teacher": str(teacher), "student.train.time": a.student_time})
+        over = {"run.name": f"poison-{name}", "guard.enabled": enabled, "model.teacher": str(teacher)}
+        if a.student_epochs:
+            over["student.train.epochs"] = a.student_epochs
+        cfg = load_config(a.config, over)
         done = len([r for r in round_dirs(cfg.run_dir) if (r / "decision.json").exists()])
         for _ in range(done, a.rounds):
             out = run_round(cfg)
