@@ -184,3 +184,50 @@ def test_slice_eval_to_dict_is_plain():
     assert set(d) == {"name", "n_images", "n_gt", "n_gt_by_size", "stats", "ap50_per_class", "recall50_by_size",
                       "ap50_by_size"}
     assert set(d["stats"]) == set(STAT_NAMES)
+
+
+def _eval_imgs(cls, coco_gt, coco_dt):
+    import contextlib
+    import io
+
+    E = cls(coco_gt, coco_dt, "bbox")
+    with contextlib.redirect_stdout(io.StringIO()):
+        E.evaluate()
+    return E.evalImgs
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_fast_cocoeval_per_image_results_equal_pycocotools(seed):
+    """Same evalImgs as pycocotools: crowd GT, area-range edges, tied IoUs and scores, empty images."""
+    from pycocotools.cocoeval import COCOeval
+
+    from detst.evaluate import FastCOCOeval, _coco_dt, _coco_gt
+
+    images, gt, preds = _random_set(seed, n_images=30)
+    rng = np.random.default_rng(seed)
+    for iid in list(gt)[::4]:                      # some crowd regions, some exact duplicates (ties)
+        g = gt[iid]
+        crowd = (rng.random(len(g)) < 0.3).astype(np.int64)
+        gt[iid] = Detections(g.xyxy, g.score, g.class_id, {"iscrowd": crowd})
+        if len(preds[iid]):
+            d = preds[iid]
+            preds[iid] = Detections.concat([d, d[:1]])
+    for iid in list(gt)[1::7]:                      # boxes exactly on the small/medium edge
+        g = gt[iid]
+        if len(g):
+            xy = g.xyxy.copy()
+            xy[0, 2:] = xy[0, :2] + 32.0
+            gt[iid] = Detections(xy, g.score, g.class_id, g.extras)
+    coco_gt = _coco_gt(images, gt, CLASSES)
+    coco_dt = _coco_dt(coco_gt, preds, CLASSES)
+    ref = _eval_imgs(COCOeval, coco_gt, coco_dt)
+    fast = _eval_imgs(FastCOCOeval, coco_gt, coco_dt)
+    assert len(ref) == len(fast)
+    for r, f in zip(ref, fast):
+        assert (r is None) == (f is None)
+        if r is None:
+            continue
+        for key in ("image_id", "category_id", "aRng", "maxDet", "dtIds", "gtIds", "dtScores"):
+            assert list(np.atleast_1d(r[key])) == list(np.atleast_1d(f[key])), key
+        for key in ("dtMatches", "gtMatches", "gtIgnore", "dtIgnore"):
+            np.testing.assert_array_equal(np.asarray(r[key]), np.asarray(f[key]), err_msg=key)
