@@ -10,7 +10,6 @@ are ``None`` — "not applicable", never averaged and never a drop.
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 from dataclasses import dataclass
 from typing import Any
@@ -20,88 +19,12 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detst.boxes import SIZE_BUCKETS, xyxy_to_xywh
+from detst.cocoeval_fast import FastCOCOeval, SubsetAccumulator
 from detst.io.coco import gt_dataset
 from detst.structures import ClassMap, Detections, ImageRecord
 
 STAT_NAMES = ("map", "map50", "map75", "map_small", "map_medium", "map_large",
               "ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large")
-
-
-class FastCOCOeval(COCOeval):
-    """pycocotools' COCOeval whose per-image matching is vectorised over area ranges and IoU
-    thresholds. ``evalImgs`` are the same dicts, in the same order, with the same values as
-    pycocotools' own (``tests/test_evaluate.py`` compares them); accumulate/summarize are
-    pycocotools' untouched. Detection (bbox) evaluation with categories only."""
-
-    def evaluate(self) -> None:
-        p = self.params
-        p.imgIds = list(np.unique(p.imgIds))
-        p.catIds = list(np.unique(p.catIds))
-        p.maxDets = sorted(p.maxDets)
-        self.params = p
-        self._prepare()
-        self.ious = {(i, c): self.computeIoU(i, c) for i in p.imgIds for c in p.catIds}
-        maxDet = p.maxDets[-1]
-        A, I0 = len(p.areaRng), len(p.imgIds)
-        evalImgs: list = [None] * (len(p.catIds) * A * I0)
-        for k, c in enumerate(p.catIds):
-            for i, img in enumerate(p.imgIds):
-                for a, e in enumerate(self._evaluate_areas(img, c, maxDet)):
-                    evalImgs[k * A * I0 + a * I0 + i] = e
-        self.evalImgs = evalImgs
-        self._paramsEval = copy.deepcopy(self.params)
-
-    def _evaluate_areas(self, imgId: int, catId: int, maxDet: int) -> list[dict[str, Any] | None]:
-        p = self.params
-        gt, dt = self._gts[imgId, catId], self._dts[imgId, catId]
-        A = len(p.areaRng)
-        if not gt and not dt:
-            return [None] * A
-        rng = np.array(p.areaRng, dtype=np.float64)                           # (A, 2)
-        g_area = np.array([g["area"] for g in gt], dtype=np.float64)
-        g_ign = np.array([bool(g["ignore"]) for g in gt], dtype=bool)
-        g_crowd = np.array([int(g["iscrowd"]) for g in gt], dtype=bool)
-        g_id = np.array([g["id"] for g in gt], dtype=np.float64)
-        ig = g_ign[None, :] | (g_area[None, :] < rng[:, :1]) | (g_area[None, :] > rng[:, 1:])   # (A, G)
-        order = np.stack([np.argsort(ig[a].astype(np.int64), kind="mergesort") for a in range(A)]) if gt else \
-            np.zeros((A, 0), np.int64)
-        dind = np.argsort([-d["score"] for d in dt], kind="mergesort")[:maxDet]
-        dt = [dt[i] for i in dind]
-        D, G, T = len(dt), len(gt), len(p.iouThrs)
-        ious = self.ious[imgId, catId]
-        igs = np.take_along_axis(ig, order, 1)                                  # (A, G) sorted per area
-        crowd = g_crowd[order]
-        gids = g_id[order]
-        gtm = np.zeros((A, T, G))
-        dtm = np.zeros((A, T, D))
-        dtIg = np.zeros((A, T, D), dtype=bool)
-        if len(ious) and D and G:
-            ious_s = np.stack([np.asarray(ious)[:, order[a]] for a in range(A)])    # (A, D, G)
-            thr = np.minimum(np.asarray(p.iouThrs), 1 - 1e-10)[None, :, None]
-            d_ids = [d["id"] for d in dt]
-            aa, tt = np.meshgrid(np.arange(A), np.arange(T), indexing="ij")
-            for d in range(D):
-                iou = ious_s[:, d, :][:, None, :]                                   # (A, 1, G)
-                ok = ((gtm == 0) | crowd[:, None, :]) & (iou >= thr)
-                m = np.full((A, T), -1)
-                for part in (~igs, igs):                                          # regular GT first
-                    vals = np.where(ok & part[:, None, :], iou, -1.0)
-                    best = vals.max(-1)
-                    last = G - 1 - np.argmax((vals == best[..., None])[..., ::-1], -1)
-                    m = np.where((m < 0) & (best >= 0), last, m)
-                hit = m >= 0
-                if hit.any():
-                    a_, t_, g_ = aa[hit], tt[hit], m[hit]
-                    dtIg[a_, t_, d] = igs[a_, g_]
-                    dtm[a_, t_, d] = gids[a_, g_]
-                    gtm[a_, t_, g_] = d_ids[d]
-        d_area = np.array([d["area"] for d in dt], dtype=np.float64)
-        out_of_range = (d_area[None, :] < rng[:, :1]) | (d_area[None, :] > rng[:, 1:])   # (A, D)
-        dtIg = dtIg | ((dtm == 0) & out_of_range[:, None, :])
-        return [{"image_id": imgId, "category_id": catId, "aRng": p.areaRng[a], "maxDet": maxDet,
-                 "dtIds": [d["id"] for d in dt], "gtIds": [int(x) for x in gids[a]] if G else [],
-                 "dtMatches": dtm[a], "gtMatches": gtm[a], "dtScores": [d["score"] for d in dt],
-                 "gtIgnore": igs[a].astype(np.int64), "dtIgnore": dtIg[a]} for a in range(A)]
 
 
 def _quiet() -> contextlib.AbstractContextManager:
@@ -173,24 +96,7 @@ class SliceEvaluator:
         self.E = FastCOCOeval(self.coco_gt, self.coco_dt, "bbox")
         with _quiet():
             self.E.evaluate()
-        self._index = {iid: n for n, iid in enumerate(self.E._paramsEval.imgIds)}
-
-    def _subset(self, image_ids: list[int]) -> COCOeval:
-        E = self.E
-        pe = E._paramsEval
-        ids = sorted(set(image_ids))
-        sel = [self._index[i] for i in ids]
-        K0, A0, I0 = len(pe.catIds), len(pe.areaRng), len(pe.imgIds)
-        sub = copy.copy(E)
-        sub.evalImgs = [E.evalImgs[k * A0 * I0 + a * I0 + i] for k in range(K0) for a in range(A0) for i in sel]
-        sub._paramsEval = copy.deepcopy(pe)
-        sub._paramsEval.imgIds = ids
-        sub.params = copy.deepcopy(pe)
-        sub.params.imgIds = ids
-        with _quiet():
-            sub.accumulate()
-            sub.summarize()
-        return sub
+        self.acc = SubsetAccumulator(self.E)
 
     def slice(self, name: str, image_ids: list[int]) -> SliceEval:
         ids = sorted(set(image_ids))
@@ -202,10 +108,8 @@ class SliceEvaluator:
             return SliceEval(name, 0, 0, n_by_size, {k: None for k in STAT_NAMES},
                              {n: None for n in self.classes.names}, {b: None for b in SIZE_BUCKETS},
                              {b: None for b in SIZE_BUCKETS})
-        sub = self._subset(ids)
-        stats = {k: _defined(v) for k, v in zip(STAT_NAMES, sub.stats)}
-        prec = sub.eval["precision"]          # [T, R, K, A, M]
-        rec = sub.eval["recall"]              # [T, K, A, M]
+        prec, rec = self.acc.accumulate(ids)  # [T, R, K, A, M], [T, K, A, M] as pycocotools' eval
+        stats = {k: _defined(v) for k, v in zip(STAT_NAMES, self.acc.summarize(prec, rec))}
         ap50 = {}
         for k, cname in enumerate(self.classes.names):
             p = prec[0, :, k, 0, 2]

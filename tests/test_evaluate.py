@@ -201,7 +201,8 @@ def test_fast_cocoeval_per_image_results_equal_pycocotools(seed):
     """Same evalImgs as pycocotools: crowd GT, area-range edges, tied IoUs and scores, empty images."""
     from pycocotools.cocoeval import COCOeval
 
-    from detst.evaluate import FastCOCOeval, _coco_dt, _coco_gt
+    from detst.cocoeval_fast import FastCOCOeval
+    from detst.evaluate import _coco_dt, _coco_gt
 
     images, gt, preds = _random_set(seed, n_images=30)
     rng = np.random.default_rng(seed)

@@ -178,15 +178,15 @@ def annotation_entries(image_id: int, dets: Detections, classes: ClassMap, first
     """Detections of one image -> COCO annotations with ids from ``first_id`` (>= 1)."""
     if first_id < 1:
         raise ValueError("COCO annotation ids start at 1 (id 0 is falsy in pycocotools)")
-    xywh = xyxy_to_xywh(dets.xyxy)
-    area = areas_xyxy(dets.xyxy)
-    iscrowd = dets.extras.get("iscrowd", np.zeros(len(dets), np.int64))
+    xywh = np.round(xyxy_to_xywh(dets.xyxy), 2).tolist()
+    area = np.round(areas_xyxy(dets.xyxy), 2).tolist()
+    iscrowd = np.asarray(dets.extras.get("iscrowd", np.zeros(len(dets), np.int64))).astype(np.int64).tolist()
+    cats = [classes.category_ids[int(c)] for c in dets.class_id]
     out = []
     for k in range(len(dets)):
         a: dict[str, Any] = {
-            "id": first_id + k, "image_id": int(image_id), "category_id": classes.to_category(dets.class_id[k]),
-            "bbox": [round(float(v), 2) for v in xywh[k]], "area": round(float(area[k]), 2),
-            "iscrowd": int(iscrowd[k]), "segmentation": [],
+            "id": first_id + k, "image_id": int(image_id), "category_id": cats[k],
+            "bbox": xywh[k], "area": area[k], "iscrowd": iscrowd[k], "segmentation": [],
         }
         for name in extras:
             v = dets.score[k] if name == "score" else dets.extras[name][k] if name in dets.extras else None

@@ -1,0 +1,218 @@
+"""pycocotools-exact COCO evaluation, vectorised: per-image matching (``FastCOCOeval``) and
+accumulation over any subset of images (``SubsetAccumulator``).
+
+Both return what pycocotools returns — the same ``evalImgs`` dicts, the same precision /
+recall arrays and the same 12 summary numbers, bit for bit (``tests/test_evaluate.py``
+compares them on random data with crowd regions, ties and boxes on bucket edges) — but
+evaluate once and read many slices without pycocotools' per-image Python loops.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+from pycocotools.cocoeval import COCOeval
+
+
+class FastCOCOeval(COCOeval):
+    """pycocotools' COCOeval whose per-image matching is vectorised over area ranges and IoU
+    thresholds. ``evalImgs`` are the same dicts, in the same order, with the same values as
+    pycocotools' own (``tests/test_evaluate.py`` compares them); accumulate/summarize are
+    pycocotools' untouched. Detection (bbox) evaluation with categories only."""
+
+    def evaluate(self) -> None:
+        p = self.params
+        p.imgIds = list(np.unique(p.imgIds))
+        p.catIds = list(np.unique(p.catIds))
+        p.maxDets = sorted(p.maxDets)
+        self.params = p
+        self._prepare()
+        self.ious = {(i, c): self.computeIoU(i, c) for i in p.imgIds for c in p.catIds}
+        maxDet = p.maxDets[-1]
+        A, I0 = len(p.areaRng), len(p.imgIds)
+        evalImgs: list = [None] * (len(p.catIds) * A * I0)
+        for k, c in enumerate(p.catIds):
+            for i, img in enumerate(p.imgIds):
+                for a, e in enumerate(self._evaluate_areas(img, c, maxDet)):
+                    evalImgs[k * A * I0 + a * I0 + i] = e
+        self.evalImgs = evalImgs
+        self._paramsEval = copy.deepcopy(self.params)
+
+    @staticmethod
+    def _best(ok: np.ndarray, iou: np.ndarray, ignored: np.ndarray, G: int) -> np.ndarray:
+        """pycocotools' choice along the last (GT) axis: among allowed GTs with IoU >= threshold, the
+        last one holding the highest IoU — regular GTs first, ignored ones only if no regular fits.
+        -> index, or -1."""
+        m = None
+        for part in (~ignored, ignored):
+            vals = np.where(ok & part, iou, -1.0)
+            best = vals.max(-1)
+            last = G - 1 - np.argmax((vals == best[..., None])[..., ::-1], -1)
+            pick = np.where(best >= 0, last, -1)
+            m = pick if m is None else np.where(m < 0, pick, m)
+        return m
+
+    def _evaluate_areas(self, imgId: int, catId: int, maxDet: int) -> list[dict[str, Any] | None]:
+        p = self.params
+        gt, dt = self._gts[imgId, catId], self._dts[imgId, catId]
+        A = len(p.areaRng)
+        if not gt and not dt:
+            return [None] * A
+        rng = np.array(p.areaRng, dtype=np.float64)                           # (A, 2)
+        g_area = np.array([g["area"] for g in gt], dtype=np.float64)
+        g_ign = np.array([bool(g["ignore"]) for g in gt], dtype=bool)
+        g_crowd = np.array([int(g["iscrowd"]) for g in gt], dtype=bool)
+        g_id = np.array([g["id"] for g in gt], dtype=np.float64)
+        ig = g_ign[None, :] | (g_area[None, :] < rng[:, :1]) | (g_area[None, :] > rng[:, 1:])   # (A, G)
+        order = np.argsort(ig.astype(np.int64), axis=1, kind="mergesort")           # ignored GT last, stable
+        dind = np.argsort([-d["score"] for d in dt], kind="mergesort")[:maxDet]
+        dt = [dt[i] for i in dind]
+        D, G, T = len(dt), len(gt), len(p.iouThrs)
+        ious = self.ious[imgId, catId]
+        igs = np.take_along_axis(ig, order, 1)                                  # (A, G) sorted per area
+        crowd = g_crowd[order]
+        gids = g_id[order]
+        gtm = np.zeros((A, T, G))
+        dtm = np.zeros((A, T, D))
+        dtIg = np.zeros((A, T, D), dtype=bool)
+        if len(ious) and D and G:
+            raw = np.asarray(ious)                                                 # (D, G) in GT file order
+            ious_s = raw[:, order].transpose(1, 0, 2)                              # (A, D, G) per-area GT order
+            thr = np.minimum(np.asarray(p.iouThrs), 1 - 1e-10)
+            d_ids = np.array([d["id"] for d in dt], dtype=np.float64)
+            cand = raw >= thr.min()                                                # who could match whom at all
+            shared = cand.sum(0) > 1                                               # GTs two detections compete for
+            contested = (cand & shared[None, :]).any(1)
+            free = np.flatnonzero(cand.any(1) & ~contested)
+            if len(free):
+                # detections whose candidate GTs no other detection touches: greedy order is irrelevant
+                iou = ious_s[:, free, :][:, None, :, :]                            # (A, 1, F, G)
+                ok = iou >= thr[None, :, None, None]
+                m = self._best(ok, iou, igs[:, None, None, :], G)                 # (A, T, F)
+                a_, t_, f_ = np.nonzero(m >= 0)
+                g_ = m[a_, t_, f_]
+                dtIg[a_, t_, free[f_]] = igs[a_, g_]
+                dtm[a_, t_, free[f_]] = gids[a_, g_]
+                gtm[a_, t_, g_] = d_ids[free[f_]]
+            aa, tt = np.meshgrid(np.arange(A), np.arange(T), indexing="ij")
+            for d in np.flatnonzero(contested):                                    # in score order, as pycocotools
+                iou = ious_s[:, d, :][:, None, :]                                   # (A, 1, G)
+                ok = ((gtm == 0) | crowd[:, None, :]) & (iou >= thr[None, :, None])
+                m = self._best(ok, iou, igs[:, None, :], G)                       # (A, T)
+                hit = m >= 0
+                if hit.any():
+                    a_, t_, g_ = aa[hit], tt[hit], m[hit]
+                    dtIg[a_, t_, d] = igs[a_, g_]
+                    dtm[a_, t_, d] = gids[a_, g_]
+                    gtm[a_, t_, g_] = d_ids[d]
+        d_area = np.array([d["area"] for d in dt], dtype=np.float64)
+        out_of_range = (d_area[None, :] < rng[:, :1]) | (d_area[None, :] > rng[:, 1:])   # (A, D)
+        dtIg = dtIg | ((dtm == 0) & out_of_range[:, None, :])
+        dt_ids, dt_scores = [d["id"] for d in dt], [d["score"] for d in dt]
+        gt_ids = gids.astype(np.int64).tolist()
+        ig_int = igs.astype(np.int64)
+        return [{"image_id": imgId, "category_id": catId, "aRng": p.areaRng[a], "maxDet": maxDet,
+                 "dtIds": dt_ids, "gtIds": gt_ids[a], "dtMatches": dtm[a], "gtMatches": gtm[a],
+                 "dtScores": dt_scores, "gtIgnore": ig_int[a], "dtIgnore": dtIg[a]} for a in range(A)]
+
+
+class SubsetAccumulator:
+    """pycocotools' accumulate() + summarize() for any subset of the evaluated images.
+
+    The per-image results of one evaluation are flattened once per (category, area range), in
+    pycocotools' image order; a subset is then a boolean mask, and each (category, area, maxDet)
+    cell is a few numpy operations instead of Python loops over images."""
+
+    def __init__(self, E: COCOeval) -> None:
+        pe = E._paramsEval
+        self.p = pe
+        self.index = {iid: n for n, iid in enumerate(pe.imgIds)}
+        K, A, I0 = len(pe.catIds), len(pe.areaRng), len(pe.imgIds)
+        T = len(pe.iouThrs)
+        self.cells: list[list[dict[str, np.ndarray]]] = []
+        for k in range(K):
+            row = []
+            for a in range(A):
+                imgs, rank, score, dtm, dtig, npig, present = [], [], [], [], [], np.zeros(I0, np.int64), np.zeros(I0, bool)
+                for i in range(I0):
+                    e = E.evalImgs[k * A * I0 + a * I0 + i]
+                    if e is None:
+                        continue
+                    present[i] = True
+                    n = len(e["dtScores"])
+                    imgs.append(np.full(n, i))
+                    rank.append(np.arange(n))
+                    score.append(np.asarray(e["dtScores"], dtype=np.float64))
+                    dtm.append(np.asarray(e["dtMatches"]).reshape(T, n))
+                    dtig.append(np.asarray(e["dtIgnore"]).reshape(T, n))
+                    npig[i] = int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0))
+                cat = (lambda xs, empty: np.concatenate(xs, axis=-1) if xs else empty)
+                row.append({"img": cat(imgs, np.zeros(0, np.int64)), "rank": cat(rank, np.zeros(0, np.int64)),
+                            "score": cat(score, np.zeros(0)), "dtm": cat(dtm, np.zeros((T, 0))),
+                            "dtig": cat(dtig, np.zeros((T, 0), bool)), "npig": npig, "present": present})
+            self.cells.append(row)
+
+    def accumulate(self, image_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """-> (precision [T, R, K, A, M], recall [T, K, A, M]) exactly as pycocotools' accumulate."""
+        p = self.p
+        mask = np.zeros(len(p.imgIds), bool)
+        mask[[self.index[i] for i in set(image_ids)]] = True
+        T, R, K, A, M = len(p.iouThrs), len(p.recThrs), len(p.catIds), len(p.areaRng), len(p.maxDets)
+        precision = -np.ones((T, R, K, A, M))
+        recall = -np.ones((T, K, A, M))
+        rec_thrs = np.asarray(p.recThrs)
+        for k in range(K):
+            for a in range(A):
+                c = self.cells[k][a]
+                if not (c["present"] & mask).any():
+                    continue
+                npig = int(c["npig"][mask].sum())
+                if npig == 0:
+                    continue
+                in_slice = mask[c["img"]]
+                for m, max_det in enumerate(p.maxDets):
+                    sel = in_slice & (c["rank"] < max_det)
+                    scores = c["score"][sel]
+                    order = np.argsort(-scores, kind="mergesort")
+                    dtm = c["dtm"][:, sel][:, order]
+                    dtig = c["dtig"][:, sel][:, order]
+                    tps = np.logical_and(dtm, np.logical_not(dtig))
+                    fps = np.logical_and(np.logical_not(dtm), np.logical_not(dtig))
+                    tp_sum = np.cumsum(tps, axis=1).astype(dtype=float)
+                    fp_sum = np.cumsum(fps, axis=1).astype(dtype=float)
+                    nd = tp_sum.shape[1]
+                    for t in range(T):
+                        tp, fp = tp_sum[t], fp_sum[t]
+                        rc = tp / npig
+                        pr = tp / (fp + tp + np.spacing(1))
+                        recall[t, k, a, m] = rc[-1] if nd else 0
+                        q = np.zeros(R)
+                        if nd:
+                            pr = np.maximum.accumulate(pr[::-1])[::-1]
+                            inds = np.searchsorted(rc, rec_thrs, side="left")
+                            ok = inds < nd
+                            q[ok] = pr[inds[ok]]
+                        precision[t, :, k, a, m] = q
+        return precision, recall
+
+    def summarize(self, precision: np.ndarray, recall: np.ndarray) -> list[float]:
+        """The 12 numbers of pycocotools' summarize() (stats), -1 where undefined."""
+        p = self.p
+
+        def one(ap: bool, iou: float | None = None, area: str = "all", max_dets: int = 100) -> float:
+            aind = [i for i, lbl in enumerate(p.areaRngLbl) if lbl == area]
+            mind = [i for i, md in enumerate(p.maxDets) if md == max_dets]
+            s = precision if ap else recall
+            if iou is not None:
+                s = s[np.where(iou == p.iouThrs)[0]]
+            s = s[:, :, :, aind, mind] if ap else s[:, :, aind, mind]
+            return -1.0 if len(s[s > -1]) == 0 else float(np.mean(s[s > -1]))
+
+        md = p.maxDets
+        return [one(True), one(True, .5, max_dets=md[2]), one(True, .75, max_dets=md[2]),
+                one(True, area="small", max_dets=md[2]), one(True, area="medium", max_dets=md[2]),
+                one(True, area="large", max_dets=md[2]), one(False, max_dets=md[0]), one(False, max_dets=md[1]),
+                one(False, max_dets=md[2]), one(False, area="small", max_dets=md[2]),
+                one(False, area="medium", max_dets=md[2]), one(False, area="large", max_dets=md[2])]
