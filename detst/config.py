@@ -66,6 +66,7 @@ class BuiltinDataConfig:
     n_val: int = field(default=160, metadata=_rng(1))
     n_pool: int = field(default=3000, metadata=_rng(1))
     imgsz: int = field(default=256, metadata=_rng(64, 4096))
+    labeled_night_frac: float = field(default=0.1, metadata=_rng(0, 1))
 
 
 @dataclass(frozen=True)

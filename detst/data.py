@@ -58,7 +58,7 @@ def _builtin(cfg: Config, run_dir: Path) -> dict[str, Path]:
     b = cfg.data.builtin
     assert b is not None
     return generate(run_dir / "data" / "daynight", seed=b.seed, n_labeled=b.n_labeled, n_val=b.n_val,
-                    n_pool=b.n_pool, imgsz=b.imgsz, progress=True)
+                    n_pool=b.n_pool, imgsz=b.imgsz, labeled_night_frac=b.labeled_night_frac, progress=True)
 
 
 def load_pool(annotations: Path | None, images_dir: Path) -> tuple[list[ImageRecord], Counter]:

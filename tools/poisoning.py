@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""The self-poisoning scenario: the same teacher (trained mostly on day, weak at night) runs
+"""The self-poisoning scenario: the same teacher (trained on day only, weak at night) runs
 two rounds unguarded and two rounds guarded on the built-in data; a table shows, per round
 and slice, mAP50 and small-object recall of the model in service, and what the guard decided.
 
-python tools/poisoning.py [--config configs/night.yaml] [--rounds 2] [--student-epochs N]
+python tools/poisoning.py [--config configs/poison.yaml] [--rounds 2] [--student-epochs N]
 
 Runs into runs/poison-unguarded and runs/poison-guarded (resumable: re-running continues).
 """
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default="configs/night.yaml")
+    ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "poison.yaml"))
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--student-epochs", type=int, default=None, help="student epochs per round (default: the config's)")
     a = ap.parse_args(argv)
