@@ -14,8 +14,7 @@ from pathlib import Path
 
 from detst.config import Config
 from detst.errors import DatasetError
-from detst.io.coco import CocoSet, load_coco, load_images
-from detst.io.files import read_json
+from detst.io.coco import CocoSet, load_coco, load_images, read_coco_json
 from detst.io.images import IMAGE_SUFFIXES, image_size
 from detst.slices import members, tag_images
 from detst.structures import ClassMap, ImageRecord
@@ -64,12 +63,7 @@ def _builtin(cfg: Config, run_dir: Path) -> dict[str, Path]:
 def load_pool(annotations: Path | None, images_dir: Path) -> tuple[list[ImageRecord], Counter]:
     dropped: Counter = Counter()
     if annotations is not None:
-        if not annotations.is_file():
-            raise DatasetError(f"{annotations}: pool annotation file not found (data.unlabeled.annotations)")
-        try:
-            data = read_json(annotations)
-        except ValueError as e:
-            raise DatasetError(f"{annotations}: not valid JSON ({e})") from e
+        data = read_coco_json(annotations, "data.unlabeled.annotations")
         return load_images(data, annotations, images_dir, True, dropped), dropped
     if not images_dir.is_dir():
         raise DatasetError(f"{images_dir}: unlabeled image folder not found (data.unlabeled.images)")

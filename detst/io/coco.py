@@ -97,19 +97,26 @@ def load_images(data: dict[str, Any], source: Path, images_dir: Path, check_file
     return out
 
 
+def read_coco_json(path: Path, key: str = "") -> dict[str, Any]:
+    """The parsed JSON object of a COCO file; DatasetError naming the file (and config key) if not."""
+    where = f"{path}" + (f" ({key})" if key else "")
+    if not Path(path).is_file():
+        raise DatasetError(f"{where}: annotation file not found")
+    try:
+        data = read_json(path)
+    except ValueError as e:
+        raise DatasetError(f"{where}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise DatasetError(f"{where}: top level must be a JSON object with 'images' and 'annotations'")
+    return data
+
+
 def load_coco(annotations: Path, images_dir: Path, check_files: bool = True,
               classes: ClassMap | None = None) -> CocoSet:
     """Read a COCO detection file. Boxes become xyxy in image pixels (clipped when at most
     ``CLIP_TOLERANCE_PX`` outside); degenerate boxes are dropped and counted."""
     annotations = Path(annotations)
-    if not annotations.is_file():
-        raise DatasetError(f"{annotations}: annotation file not found")
-    try:
-        data = read_json(annotations)
-    except ValueError as e:
-        raise DatasetError(f"{annotations}: not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise DatasetError(f"{annotations}: top level must be a JSON object with 'images' and 'annotations'")
+    data = read_coco_json(annotations)
     file_classes = load_classes(data, annotations)
     if classes is not None and file_classes.category_ids != classes.category_ids:
         raise DatasetError(f"{annotations}: categories {list(file_classes.category_ids)} differ from the "
