@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from detst import guard as G
 from detst.augment import build_policy, describe_policy
@@ -63,13 +64,16 @@ def _train_kwargs(cfg: Config, t) -> dict[str, Any]:
                        "cache": "ram" if t.cache else False})
 
 
-def _predict_images(predictor: Predictor, images, conf: float, batch: int, workers: int) -> dict[int, Detections]:
+def _predict_images(predictor: Predictor, images, conf: float, batch: int, workers: int,
+                    progress: bool = False, desc: str = "predicting") -> dict[int, Detections]:
     out = {}
-    for recs, imgs, _errs in iter_image_batches(images, batch, workers):
-        ok = [k for k, im in enumerate(imgs) if im is not None]
-        preds = predictor.predict([imgs[k] for k in ok], conf=conf) if ok else []
-        for k, d in zip(ok, preds):
-            out[recs[k].id] = d
+    with tqdm(total=len(images), desc=desc, unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for recs, imgs, _errs in iter_image_batches(images, batch, workers):
+            ok = [k for k, im in enumerate(imgs) if im is not None]
+            preds = predictor.predict([imgs[k] for k in ok], conf=conf) if ok else []
+            for k, d in zip(ok, preds):
+                out[recs[k].id] = d
+            bar.update(len(recs))
     return out
 
 
@@ -212,7 +216,7 @@ class _Prepared:
                 "flip": dataclasses.asdict(p.flip_consistency), "imgsz": cfg.model.imgsz}
 
 
-def _prepare(cfg: Config, make: PredictorFactory, echo: bool) -> _Prepared:
+def _prepare(cfg: Config, make: PredictorFactory, echo: bool, progress: bool = True) -> _Prepared:
     """Data, round folder, teacher, its val predictions, thresholds and the pre-round guard."""
     run_dir = cfg.run_dir
     _yolo().configure_offline(run_dir / ".ultralytics")
@@ -238,7 +242,7 @@ def _prepare(cfg: Config, make: PredictorFactory, echo: bool) -> _Prepared:
         return cache[str(w)]
 
     # -- teacher on val (raw, low floor) ----------------------------------------------------
-    t_preds = val_predictions(cfg, data, rdir, "teacher", teacher_w, tkey, model, log)
+    t_preds = val_predictions(cfg, data, rdir, "teacher", teacher_w, tkey, model, log, progress)
     # -- thresholds --------------------------------------------------------------------------
     target = cfg.pseudo.target_for_round(idx)
     p = cfg.pseudo
@@ -279,7 +283,7 @@ def run_shard(cfg: Config, shard: tuple[int, int], predictor_factory: PredictorF
         raise ConfigError(f"--shard {k}/{n}: expected K/N with 1 <= K <= N")
     run_dir = cfg.run_dir
     with run_lock(run_dir, wait=True):
-        prep = _prepare(cfg, predictor_factory or _default_factory(cfg), echo)
+        prep = _prepare(cfg, predictor_factory or _default_factory(cfg), echo, progress)
     if prep.blocked:
         return RoundOutcome(prep.idx, prep.rdir, "blocked", prep.blocked)
     jsonl, keyfile = _shard_files(prep.rdir, k, n)
@@ -302,7 +306,7 @@ def run_round(cfg: Config, predictor_factory: PredictorFactory | None = None, pr
     """Run (or resume) the next round of ``cfg``'s run folder; see the module docstring."""
     run_dir = cfg.run_dir
     with run_lock(run_dir):
-        prep = _prepare(cfg, predictor_factory or _default_factory(cfg), echo)
+        prep = _prepare(cfg, predictor_factory or _default_factory(cfg), echo, progress)
         data, idx, rdir, log, teacher_w, tkey, model = (prep.data, prep.idx, prep.rdir, prep.log, prep.teacher_w,
                                                         prep.tkey, prep.model)
         th, target, t_stats, pre, excluded_ids, admitted = (prep.th, prep.target, prep.t_stats, prep.pre,
@@ -385,7 +389,7 @@ def run_round(cfg: Config, predictor_factory: PredictorFactory | None = None, pr
             sst.finish([student_w], {"best": str(student_w), "epochs": res.epochs_run, "metrics": res.metrics})
             log("student", f"trained {res.epochs_run} epochs → {student_w}")
         skey16 = file_hash(student_w)
-        s_preds = val_predictions(cfg, data, rdir, "student", student_w, skey16, model, log)
+        s_preds = val_predictions(cfg, data, rdir, "student", student_w, skey16, model, log, progress)
         s_stats = slice_stats(data, s_preds, th, cfg, np.random.default_rng([cfg.run.seed, idx, 1]))
         guarded = list(cfg.guard.slices)
         post = G.promotion(t_stats, s_stats, guarded, cfg.guard.promotion, cfg.guard.enabled)
@@ -397,14 +401,14 @@ def run_round(cfg: Config, predictor_factory: PredictorFactory | None = None, pr
 
 
 def val_predictions(cfg: Config, data: RoundData, rdir: Path, who: str, weights: Path, wkey: str,
-                    model: Callable[[Path], Predictor], log: EventLog) -> dict[int, Detections]:
+                    model: Callable[[Path], Predictor], log: EventLog, progress: bool = True) -> dict[int, Detections]:
     path = rdir / f"{who}_val_predictions.json"
     st = Stage(rdir, f"{who}_val", {"weights": wkey, "val": [im.id for im in data.val.images],
                                     "floor": cfg.pseudo.score_floor, "imgsz": cfg.model.imgsz})
     if st.done():
         return _preds_from_json(read_json(path)["raw"])
     preds = _predict_images(model(weights), data.val.images, min(cfg.pseudo.score_floor, 0.001) or 0.001,
-                            cfg.model.batch, cfg.run.workers)
+                            cfg.model.batch, cfg.run.workers, progress, f"{who} on val")
     rows = _preds_to_json(preds)
     write_json(path, {"raw": rows, "coco_results": detections_to_results(preds, data.classes)}, indent=None)
     st.finish([path])
