@@ -50,12 +50,11 @@ def _coco_dt(coco_gt: COCO, preds: dict[int, Detections], classes: ClassMap) -> 
         d = preds.get(iid)
         if d is None or not len(d):
             continue
-        xywh = xyxy_to_xywh(d.xyxy)
-        for k in range(len(d)):
-            w, h = float(xywh[k, 2]), float(xywh[k, 3])
-            anns.append({"id": len(anns) + 1, "image_id": int(iid), "category_id": classes.to_category(d.class_id[k]),
-                         "bbox": [float(xywh[k, 0]), float(xywh[k, 1]), w, h], "area": w * h,
-                         "score": float(d.score[k]), "iscrowd": 0})
+        xywh = xyxy_to_xywh(d.xyxy).tolist()
+        cats = [classes.category_ids[c] for c in d.class_id.tolist()]
+        for box, cat, score in zip(xywh, cats, d.score.tolist()):
+            anns.append({"id": len(anns) + 1, "image_id": int(iid), "category_id": cat, "bbox": box,
+                         "area": box[2] * box[3], "score": score, "iscrowd": 0})
     dt = COCO()
     dt.dataset = {"images": coco_gt.dataset["images"], "categories": coco_gt.dataset["categories"],
                   "annotations": anns}

@@ -237,17 +237,19 @@ def build_export(jsonl: Path, images: list[ImageRecord], image_slices: dict[int,
             over = (d.extras["status"] == KEEP) & (d.score < cap_thr)
             dropped["class_cap"] += int(over.sum())
             d = d[~over]
-        for k in range(len(d)):
-            cname = classes.names[int(d.class_id[k])]
-            bucket = SIZE_BUCKETS[int(size_bucket_index(d.area[k:k + 1])[0])]
-            st = "kept" if d.extras["status"][k] == KEEP else "ignored"
-            for s in image_slices.get(im.id, ["all"]):
+        buckets = [SIZE_BUCKETS[b] for b in size_bucket_index(d.area).tolist()]
+        kept = (d.extras["status"] == KEEP).tolist()
+        img_slices = image_slices.get(im.id, ["all"])
+        for c, bucket, is_kept, score in zip(d.class_id.tolist(), buckets, kept, d.score.tolist()):
+            cname = classes.names[c]
+            st = "kept" if is_kept else "ignored"
+            for s in img_slices:
                 cells.setdefault(f"{s}|{cname}|{bucket}", Counter())[st] += 1
-            if st == "kept":
+            if is_kept:
                 hist[cname] += 1
-                kept_sum += float(d.score[k])
-        per_image[im.id] = int((d.extras["status"] == KEEP).sum())
-        d = d.with_extra("size_bucket", np.array([SIZE_BUCKETS[b] for b in size_bucket_index(d.area)], dtype=object))
+                kept_sum += score
+        per_image[im.id] = int(sum(kept))
+        d = d.with_extra("size_bucket", np.array(buckets, dtype=object))
         img_entries.append(image_entry(im, image_slices.get(im.id, []), images_base))
         anns += annotation_entries(im.id, d, classes, len(anns) + 1, extras=("score", "threshold", "size_bucket"))
         if on_image is not None:

@@ -339,7 +339,7 @@ def run_round(cfg: Config, predictor_factory: PredictorFactory | None = None, pr
                                         "excluded_slices": pre.excluded, "excluded_images": len(excluded_ids),
                                         "thresholds": "thresholds.json"},
                                   on_image=lambda im, d: items.append((im, d)))
-        write_json(rdir / "pseudo_labels.json", coco)
+        write_json(rdir / "pseudo_labels.json", coco, indent=None)   # compact: it can be large
         write_json(rdir / "pseudo_summary.json", {**pres.to_json(), "pool_dropped": dict(data.pool_dropped),
                                                   "excluded_images": len(excluded_ids)})
         log("pseudo", f"{pres.n_kept} boxes kept, {pres.n_ignored} ignore regions on {pres.n_images} images; "

@@ -9,7 +9,7 @@ ceiling threshold, marked ``unreachable``. All of it is pure numpy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -97,15 +97,22 @@ class Thresholds:
     target: float
     cells: dict[tuple[str, str, str], Cell]   # (slice or "*", class name, size bucket or "*")
     classes: ClassMap
+    _tables: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def lookup(self, class_id: np.ndarray, size_idx: np.ndarray, slice_name: str = ANY) -> np.ndarray:
         """(N,) class indices, (N,) size bucket indices -> (N,) thresholds."""
-        out = np.empty(len(class_id), np.float32)
-        for k, (c, b) in enumerate(zip(class_id, size_idx)):
-            key = (slice_name, self.classes.names[int(c)], SIZE_BUCKETS[int(b)])
-            cell = self.cells.get(key) or self.cells[(ANY, self.classes.names[int(c)], SIZE_BUCKETS[int(b)])]
-            out[k] = cell.threshold
-        return out
+        return self.table(slice_name)[np.asarray(class_id, np.int64), np.asarray(size_idx, np.int64)]
+
+    def table(self, slice_name: str = ANY) -> np.ndarray:
+        """(K, 3) thresholds of one slice by class index and size bucket (the ``*`` cell where the slice has none)."""
+        if slice_name not in self._tables:
+            t = np.empty((len(self.classes), len(SIZE_BUCKETS)), np.float32)
+            for c, cname in enumerate(self.classes.names):
+                for b, bucket in enumerate(SIZE_BUCKETS):
+                    cell = self.cells.get((slice_name, cname, bucket)) or self.cells[(ANY, cname, bucket)]
+                    t[c, b] = cell.threshold
+            self._tables[slice_name] = t
+        return self._tables[slice_name]
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target,

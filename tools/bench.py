@@ -55,7 +55,7 @@ def _export(jsonl, images, tags, classes, out_json):
     th = Thresholds(0.9, cells, classes)
     coco, res = build_export(jsonl, images, tags, classes, th, band=0.15, cross_class_iou=0.7, per_slice=False,
                              class_cap=None, info={})
-    write_json(out_json, coco)
+    write_json(out_json, coco, indent=None)
     return res
 
 
