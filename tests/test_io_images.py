@@ -192,3 +192,18 @@ def test_iter_image_batches_keeps_order_and_reports_bad_files(tmp_path, n_good, 
 
 def test_iter_image_batches_empty():
     assert list(iter_image_batches([], 4)) == []
+
+
+def test_ultralytics_pil_open_patch_does_not_turn_a_corrupt_image_into_an_import_error(tmp_path):
+    """Importing ultralytics patches PIL.Image.open to try pi-heif on unidentified files; without it
+    that raises ModuleNotFoundError. A corrupt image must still be a DatasetError (skipped, counted)."""
+    import ultralytics.utils.patches  # noqa: F401  (applies the patch, as any training run does)
+
+    from detst.errors import DatasetError
+    from detst.io.images import image_size, is_plain_bgr8
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 10)
+    with pytest.raises(DatasetError, match="bad.jpg"):
+        image_size(bad)
+    assert is_plain_bgr8(bad) is False

@@ -18,6 +18,10 @@ from detst.errors import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _EXIF_ORIENTATION = 274
+# Trap: importing ultralytics replaces PIL.Image.open with a wrapper that, on a file PIL cannot
+# identify, tries to import (or install) pi-heif and raises ModuleNotFoundError when it is absent
+# (we forbid auto-install). An unreadable image must stay a DatasetError, so ImportError is caught.
+_PIL_ERRORS = (OSError, UnidentifiedImageError, ImportError)
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -29,8 +33,8 @@ def image_size(path: Path) -> tuple[int, int]:
                 orient = im.getexif().get(_EXIF_ORIENTATION, 1)
             except Exception:  # noqa: BLE001 - broken EXIF blocks are common; treat as upright
                 orient = 1
-    except (OSError, UnidentifiedImageError) as e:
-        raise DatasetError(f"{path}: not a readable image ({e})") from e
+    except _PIL_ERRORS as e:
+        raise DatasetError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
     return (h, w) if orient in (5, 6, 7, 8) else (w, h)
 
 
@@ -61,7 +65,7 @@ def _has_alpha(data: np.ndarray) -> bool:
     try:
         with Image.open(io.BytesIO(data.tobytes())) as im:
             return im.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info
-    except (OSError, UnidentifiedImageError):
+    except _PIL_ERRORS:
         return False
 
 
@@ -87,7 +91,7 @@ def is_plain_bgr8(path: Path) -> bool:
             # PIL reports a 16-bit RGB PNG as mode "RGB"; its raw mode ("RGB;16B") tells
             sixteen = im.format == "PNG" and any(";16" in str(t[3]) for t in im.tile)
             return im.mode == "RGB" and im.format in ("JPEG", "PNG", "BMP", "WEBP") and not sixteen
-    except (OSError, UnidentifiedImageError):
+    except _PIL_ERRORS:
         return False
 
 
