@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -74,7 +74,7 @@ class SliceEval:
     stats: dict[str, float | None]
     ap50_per_class: dict[str, float | None]
     recall50_by_size: dict[str, float | None]
-    ap50_by_size: dict[str, float | None] = None  # type: ignore[assignment]
+    ap50_by_size: dict[str, float | None] = field(default_factory=dict)
 
     def metric(self, name: str) -> float | None:
         return self.stats.get(name)

@@ -37,6 +37,7 @@ class SliceStats:
     recall_ci: tuple[float, float] | None
     recall_small: float | None
     recall_small_ci: tuple[float, float] | None
+    eval: dict[str, Any] | None = None   # the slice's full evaluation (detst.evaluate.SliceEval), for reports
 
     @property
     def miss_rate(self) -> float | None:

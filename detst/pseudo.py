@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,10 @@ def flip_consistent(dets: Detections, flipped: Detections, width: int, iou: floa
     return (np.where(same, ious, 0) >= iou).any(1)
 
 
+def _write_rows(jsonl: Path, rows: Iterable[dict[str, Any]]) -> None:
+    atomic_write_text(jsonl, "".join(json.dumps(r) + "\n" for r in rows))
+
+
 def _read_done(jsonl: Path) -> dict[int, dict[str, Any]]:
     done = {}
     if jsonl.exists():
@@ -66,7 +70,7 @@ def predict_pool(predictor: Predictor, images: list[ImageRecord], jsonl: Path, *
     Images already in the file are skipped (resume). Returns counts of what happened."""
     done = _read_done(jsonl)
     if jsonl.exists():       # rewrite without a torn last line before appending
-        jsonl.write_text("".join(json.dumps(done[k]) + "\n" for k in done))
+        _write_rows(jsonl, done.values())
     todo = [im for im in images if im.id not in done]
     counts: Counter = Counter(resumed=len(images) - len(todo))
     with open(jsonl, "a") as f, tqdm(total=len(images), initial=len(images) - len(todo), desc=desc,
@@ -108,15 +112,14 @@ def merge_shard_rows(rdir: Path, key: str, jsonl: Path) -> int:
             if iid not in done and iid not in added:
                 added[iid] = row
     if added:
-        rows = list(done.values()) + list(added.values())
-        atomic_write_text(jsonl, "".join(json.dumps(r) + "\n" for r in rows))
+        _write_rows(jsonl, [*done.values(), *added.values()])
     return len(added)
 
 
 def reorder_rows(jsonl: Path, order: list[int]) -> None:
     """Rewrite ``jsonl`` with its rows in ``order`` (pool order), whatever order they were made in."""
     done = _read_done(jsonl)
-    atomic_write_text(jsonl, "".join(json.dumps(done[i]) + "\n" for i in order if i in done))
+    _write_rows(jsonl, [done[i] for i in order if i in done])
 
 
 def iter_predictions(jsonl: Path) -> Iterator[tuple[int, Detections | None, str | None]]:

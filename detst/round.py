@@ -115,12 +115,12 @@ def slice_stats(data: RoundData, preds: dict[int, Detections], th: Thresholds, c
             se.ap50_by_size["small"] if cfg.guard.metric == "map50" else se.stats.get("map_small"), recall(sub),
             bootstrap_ci(recs, ids, recall, n, rng, cfg.guard.confidence),
             recall(sub, 0), bootstrap_ci(recs, ids, lambda r: recall(r, 0), n, rng, cfg.guard.confidence))
-        out[name].__dict__["eval"] = se.to_dict()
+        out[name].eval = se.to_dict()
     return out
 
 
 def _stats_json(stats: dict[str, G.SliceStats]) -> dict[str, Any]:
-    return {k: {**dataclasses.asdict(v), "eval": v.__dict__.get("eval")} for k, v in stats.items()}
+    return {k: dataclasses.asdict(v) for k, v in stats.items()}
 
 
 # ------------------------------------------------------------------ stages
@@ -166,9 +166,9 @@ def resolve_teacher(cfg: Config, data: RoundData, run_dir: Path, idx: int, yolo_
     lab, val = yolo_sets
     data_yaml = write_data_yaml(folder / "data.yaml", [lab], val, list(data.classes.names))
     log("warmup", f"training the teacher from {model_yaml.name} on {len(data.labeled.images)} labeled images")
-    partial = (folder / "train" / "weights" / "last.pt").exists() and not st.done()
+    resume = st.resumable(folder / "train" / "weights" / "last.pt")
     res = _yolo().train(model_yaml, data_yaml, folder / "train", imgsz=cfg.model.imgsz, augmentations=[],
-                        resume=partial and (folder / ".stages").exists(), **_train_kwargs(cfg, w))
+                        resume=resume, **_train_kwargs(cfg, w))
     st.finish([res.best], {"best": str(res.best), "epochs": res.epochs_run, "metrics": res.metrics})
     log("warmup", f"teacher trained: {res.epochs_run} epochs, weights {res.best}")
     return res.best
@@ -375,9 +375,7 @@ def run_round(cfg: Config, predictor_factory: PredictorFactory | None = None, pr
             data_yaml = write_data_yaml(rdir / "student_data" / "data.yaml", [yolo_sets[0], pseudo_dir],
                                         yolo_sets[1], list(data.classes.names))
             out = rdir / "student" / "train"
-            resume = (out / "weights" / "last.pt").exists() and (rdir / ".stages" / "student.started").exists() \
-                and (rdir / ".stages" / "student.started").read_text() == sst.key
-            atomic_write_text(rdir / ".stages" / "student.started", sst.key)
+            resume = sst.resumable(out / "weights" / "last.pt")
             log("student", ("resuming" if resume else "training") + f" the student from {teacher_w.name} with "
                 f"policy '{cfg.student.augment}'")
             res = _yolo().train(teacher_w, data_yaml, out, imgsz=cfg.model.imgsz, augmentations=policy, resume=resume,

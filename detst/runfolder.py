@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from detst.errors import RunLockedError
-from detst.io.files import dumps_json, read_json, write_json
+from detst.io.files import atomic_write_text, dumps_json, read_json, write_json
 
 DECISION = "decision.json"
 
@@ -102,6 +102,14 @@ class Stage:
 
     def outputs(self) -> dict[str, Any]:
         return read_json(self.path).get("result", {})
+
+    def resumable(self, last_weights: Path) -> bool:
+        """Mark this stage's training as started for its key; True when an interrupted training of
+        the same key left ``last_weights`` to continue from (a different key always starts fresh)."""
+        marker = self.path.with_suffix(".started")
+        same = marker.exists() and marker.read_text() == self.key
+        atomic_write_text(marker, self.key)
+        return same and Path(last_weights).exists()
 
     def finish(self, outputs: list[Path], result: dict[str, Any] | None = None) -> None:
         write_json(self.path, {"stage": self.name, "key": self.key, "inputs": self.key_obj,

@@ -57,9 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     from detst.io.coco import load_coco
     from detst.io.files import read_json
     from detst.pseudo import KEEP, iter_predictions, select, threshold_for
-    from detst.round import _preds_from_json
     from detst.runfolder import round_dirs
-    from detst.thresholds import calibrate
+    from detst.thresholds import Thresholds
 
     cfg = load_config(a.config)
     run = cfg.run_dir
@@ -77,10 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     oracle = load_coco(oracle_path, data.sources["pool_images"]).boxes
     p = cfg.pseudo
-    idx = int(rdir.name.split("_")[1])
-    val_preds = _preds_from_json(read_json(rdir / "teacher_val_predictions.json")["raw"])
-    th = calibrate(data.val.boxes, val_preds, data.classes, p.target_for_round(idx), p.min_support, p.min_threshold,
-                   p.max_threshold, p.match_iou, data.val_slices() if p.per_slice else None)
+    th = Thresholds.from_json(read_json(rdir / "thresholds.json"), data.classes)    # the round's own cells
     calibrated, global_ = {}, {}
     for iid, d, _err in iter_predictions(rdir / "pool_predictions.jsonl"):
         if d is None:
