@@ -15,7 +15,7 @@ from pathlib import Path
 from detst.config import Config
 from detst.errors import DatasetError
 from detst.io.coco import CocoSet, load_coco, load_images, read_coco_json
-from detst.io.images import IMAGE_SUFFIXES, image_size
+from detst.io.images import IMAGE_SUFFIXES, image_size, is_intact
 from detst.slices import members, tag_images
 from detst.structures import ClassMap, ImageRecord
 
@@ -74,6 +74,9 @@ def load_pool(annotations: Path | None, images_dir: Path) -> tuple[list[ImageRec
             w, h = image_size(p)
         except DatasetError:
             dropped["image_unreadable"] += 1
+            continue
+        if not is_intact(p):
+            dropped["image_truncated"] += 1
             continue
         out.append(ImageRecord(i, p.resolve(), w, h, {}))
     return out, dropped

@@ -311,3 +311,28 @@ def test_detections_to_results():
     res = detections_to_results({4: Detections([[10, 20, 40, 60]], [np.float32(0.5)], [1])}, CLASSES)
     assert res == [{"image_id": 4, "category_id": 3, "bbox": [10.0, 20.0, 30.0, 40.0], "score": 0.5}]
     assert json.loads(json.dumps(res)) == res
+
+
+@pytest.mark.parametrize("name", ["cut.jpg", "cut.png"])
+def test_truncated_image_in_a_labeled_set_is_skipped_and_counted_not_restored(tmp_path, name):
+    """Reading the header does not notice a file cut short; ultralytics would "restore" such a JPEG
+    (re-saved with the missing part grey) and train on it. It is dropped and counted at load."""
+    rng = np.random.default_rng(0)
+    full = tmp_path / f"full{Path(name).suffix}"
+    cv2.imwrite(str(full), cv2.GaussianBlur(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), (0, 0), 2))
+    (tmp_path / name).write_bytes(full.read_bytes()[: full.stat().st_size * 2 // 3])
+    before = (tmp_path / name).read_bytes()
+    images = [{"id": 1, "file_name": full.name}, {"id": 2, "file_name": name}]
+    path = _coco(tmp_path, [_ann([1, 1, 5, 5], image_id=1), _ann([1, 1, 5, 5], image_id=2)], images=images)
+    cs = load_coco(path, tmp_path)
+    assert [im.id for im in cs.images] == [1]
+    assert cs.dropped == {"image_truncated": 1, "box_of_dropped_image": 1}
+    assert (tmp_path / name).read_bytes() == before
+
+
+def test_jpeg_with_bytes_after_its_end_marker_is_kept(tmp_path):
+    p = tmp_path / "tail.jpg"
+    cv2.imwrite(str(p), np.full((40, 60, 3), 90, np.uint8))
+    p.write_bytes(p.read_bytes() + b"\x00" * 16)              # padding some cameras append
+    cs = load_coco(_coco(tmp_path, [], images=[{"id": 1, "file_name": "tail.jpg"}]), tmp_path)
+    assert [im.id for im in cs.images] == [1] and not cs.dropped

@@ -18,7 +18,7 @@ import numpy as np
 from detst.boxes import areas_xyxy, clip_xyxy, xywh_to_xyxy, xyxy_to_xywh
 from detst.errors import DatasetError
 from detst.io.files import read_json
-from detst.io.images import image_size
+from detst.io.images import image_size, is_intact
 from detst.structures import ClassMap, Detections, ImageRecord
 
 # a box may stick out of the image by this many pixels and be clipped; more is an error
@@ -84,6 +84,9 @@ def load_images(data: dict[str, Any], source: Path, images_dir: Path, check_file
                 w_disk, h_disk = image_size(path)
             except DatasetError:
                 dropped["image_unreadable"] += 1
+                continue
+            if not is_intact(path):
+                dropped["image_truncated"] += 1
                 continue
             if w is not None and h is not None and (int(w), int(h)) != (w_disk, h_disk):
                 raise DatasetError(f"{where} ({path}): width/height in the JSON are {w}x{h} but the image is "

@@ -38,6 +38,30 @@ def image_size(path: Path) -> tuple[int, int]:
     return (h, w) if orient in (5, 6, 7, 8) else (w, h)
 
 
+_TAILS = {".jpg": b"\xff\xd9", ".jpeg": b"\xff\xd9", ".png": b"IEND\xaeB`\x82"}
+
+
+def is_intact(path: Path) -> bool:
+    """False when a JPEG or PNG file is cut short (its end marker missing and the decoder fails).
+
+    Reading the header (:func:`image_size`) does not notice truncation; ultralytics would then
+    "restore" such a JPEG by re-saving it grey-filled and train on it. This reads the file's last
+    bytes and, only when the marker is missing (trailing bytes after it are legal), decodes it."""
+    tail = _TAILS.get(path.suffix.lower())
+    if tail is None:
+        return True
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(f.tell() - len(tail), 0))
+        if f.read() == tail:
+            return True
+    try:
+        read_image(path)
+    except DatasetError:
+        return False
+    return True
+
+
 def to_bgr8(img: np.ndarray) -> tuple[np.ndarray, str | None]:
     """Any decoded array -> (H, W, 3) uint8 BGR, and a note of the conversion made (or None)."""
     note = []
