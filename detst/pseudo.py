@@ -26,7 +26,7 @@ from detst.boxes import SIZE_BUCKETS, iou_matrix, size_bucket_index
 from detst.io.coco import annotation_entries, image_entry
 from detst.io.files import atomic_write_text
 from detst.io.images import iter_image_batches
-from detst.models import Predictor
+from detst.models import Predictor, predict_records
 from detst.structures import ClassMap, Detections, ImageRecord
 from detst.thresholds import ANY, Thresholds
 
@@ -63,6 +63,21 @@ def _read_done(jsonl: Path) -> dict[int, dict[str, Any]]:
     return done
 
 
+def _predict_with_flips(predictor: Predictor, records: list[ImageRecord], conf: float, batch: int, workers: int,
+                        flip_iou: float, counts: Counter):
+    """Like ``predict_records``, keeping only boxes the mirrored view agrees with."""
+    for recs, imgs, errors in iter_image_batches(records, batch, workers):
+        ok = [k for k, im in enumerate(imgs) if im is not None]
+        preds = predictor.predict([imgs[k] for k in ok], conf=conf) if ok else []
+        flips = predictor.predict([np.ascontiguousarray(imgs[k][:, ::-1]) for k in ok], conf=conf) if ok else []
+        dets: list[Detections | None] = [None] * len(recs)
+        for j, k in enumerate(ok):
+            agree = flip_consistent(preds[j], flips[j], imgs[k].shape[1], flip_iou)
+            counts["flip_disagree"] += int((~agree).sum())
+            dets[k] = preds[j][agree]
+        yield recs, dets, errors
+
+
 def predict_pool(predictor: Predictor, images: list[ImageRecord], jsonl: Path, *, conf: float, batch: int = 16,
                  workers: int = 2, flip_iou: float | None = None, progress: bool = True,
                  desc: str = "pseudo-labeling") -> Counter:
@@ -75,16 +90,11 @@ def predict_pool(predictor: Predictor, images: list[ImageRecord], jsonl: Path, *
     counts: Counter = Counter(resumed=len(images) - len(todo))
     with open(jsonl, "a") as f, tqdm(total=len(images), initial=len(images) - len(todo), desc=desc,
                                      unit="img", disable=not progress, dynamic_ncols=True) as bar:
-        for recs, imgs, errors in iter_image_batches(todo, batch, workers):
-            ok = [k for k, im in enumerate(imgs) if im is not None]
-            preds = predictor.predict([imgs[k] for k in ok], conf=conf) if ok else []
-            if flip_iou is not None and ok:
-                flips = predictor.predict([np.ascontiguousarray(imgs[k][:, ::-1]) for k in ok], conf=conf)
-                for j, k in enumerate(ok):
-                    agree = flip_consistent(preds[j], flips[j], imgs[k].shape[1], flip_iou)
-                    counts["flip_disagree"] += int((~agree).sum())
-                    preds[j] = preds[j][agree]
-            by_k = dict(zip(ok, preds))
+        if flip_iou is None:
+            batches = predict_records(predictor, todo, conf, batch, workers)
+        else:
+            batches = _predict_with_flips(predictor, todo, conf, batch, workers, flip_iou, counts)
+        for recs, by_k, errors in batches:
             for k, rec in enumerate(recs):
                 if errors[k] is not None:
                     row: dict[str, Any] = {"id": rec.id, "error": errors[k]}

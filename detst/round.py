@@ -27,8 +27,7 @@ from detst.errors import ConfigError
 from detst.evaluate import SliceEvaluator
 from detst.io.coco import detections_to_results
 from detst.io.files import atomic_write_text, read_json, write_json
-from detst.io.images import iter_image_batches
-from detst.models import Predictor
+from detst.models import Predictor, predict_records
 from detst.pseudo import build_export, merge_shard_rows, predict_pool, reorder_rows
 from detst.runfolder import DECISION, EventLog, Stage, current_round, file_hash, run_lock
 from detst.stats import ap50 as boot_ap50
@@ -68,11 +67,8 @@ def _predict_images(predictor: Predictor, images, conf: float, batch: int, worke
                     progress: bool = False, desc: str = "predicting") -> dict[int, Detections]:
     out = {}
     with tqdm(total=len(images), desc=desc, unit="img", disable=not progress, dynamic_ncols=True) as bar:
-        for recs, imgs, _errs in iter_image_batches(images, batch, workers):
-            ok = [k for k, im in enumerate(imgs) if im is not None]
-            preds = predictor.predict([imgs[k] for k in ok], conf=conf) if ok else []
-            for k, d in zip(ok, preds):
-                out[recs[k].id] = d
+        for recs, dets, _errs in predict_records(predictor, images, conf, batch, workers):
+            out.update((r.id, d) for r, d in zip(recs, dets) if d is not None)
             bar.update(len(recs))
     return out
 

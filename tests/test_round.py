@@ -88,6 +88,30 @@ def test_real_yolo_detector_predicts_offline(two_rounds, no_network):
     assert no_network == []
 
 
+def test_yolo_detector_matches_ultralytics_predict_on_same_and_mixed_shapes(two_rounds):
+    """detst letterboxes in its decode threads and calls ultralytics' backend and NMS itself;
+    the detections must be those of ``YOLO.predict`` (mixed shapes: as predicted one by one)."""
+    import cv2
+
+    from detst.io.images import read_image
+    from detst.models.yolo import YoloDetector
+
+    cfg, first, _, _ = two_rounds
+    w = json.loads((first.folder / "teacher.json").read_text())["weights"]
+    det = YoloDetector(w, "cpu", imgsz=128)
+    files = sorted((cfg.run_dir / "data" / "daynight" / "val" / "images").glob("*.jpg"))[:3]
+    imgs = [read_image(f)[0] for f in files]
+    imgs.append(cv2.resize(imgs[0], (150, 70)))                       # another shape in the same batch
+    ours = det.predict(imgs, conf=0.001)
+    same = det.model.predict(imgs[:3], imgsz=128, conf=0.001, iou=0.6, device="cpu", verbose=False)
+    alone = det.model.predict(imgs[3:], imgsz=128, conf=0.001, iou=0.6, device="cpu", verbose=False)
+    assert sum(len(d) for d in ours) > 0
+    for mine, ref in zip(ours, [*same, *alone]):
+        np.testing.assert_allclose(mine.xyxy, ref.boxes.xyxy.numpy(), atol=1e-3)
+        np.testing.assert_allclose(mine.score, ref.boxes.conf.numpy(), atol=1e-5)
+        np.testing.assert_array_equal(mine.class_id, ref.boxes.cls.numpy().astype(np.int64))
+
+
 def test_same_teacher_same_pool_gives_byte_identical_pseudo_labels(two_rounds, tmp_path):
     """Real detector on the CPU, run twice from scratch: the exported COCO file is byte-identical."""
     from detst.data import load_data

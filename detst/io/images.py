@@ -8,7 +8,9 @@ is only ever read.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -119,18 +121,21 @@ def is_plain_bgr8(path: Path) -> bool:
         return False
 
 
-def iter_image_batches(records: list, batch: int, workers: int = 2, prefetch: int = 2):
+def iter_image_batches(records: list, batch: int, workers: int = 2, prefetch: int = 2,
+                       prepare: Callable[[np.ndarray], Any] | None = None):
     """Decode ``records`` (anything with ``.path``) ahead in background threads.
 
     Yields (records, images, errors) per batch; a record that cannot be decoded has image
-    None and an error message. At most ``prefetch`` batches are held in memory."""
+    None and an error message. ``prepare`` (e.g. a detector's letterbox) runs on each decoded
+    image in the same threads and its result replaces the image. At most ``prefetch``
+    batches are held in memory."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     def load(rec):
         try:
             img, _ = read_image(rec.path)
-            return img, None
+            return (img if prepare is None else prepare(img)), None
         except DatasetError as e:
             return None, str(e)
 

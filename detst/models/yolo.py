@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,29 +77,63 @@ class YoloDetector:
         self.imgsz = imgsz
         self.half = bool(half and self.device != "cpu")
         self.model = yolo.YOLO(self.source, task="detect")
+        self._predictor: Any = None
+        self._stride = 32
 
     @property
     def names(self) -> list[str]:
         return [self.model.names[i] for i in sorted(self.model.names)]
 
+    def _backend(self) -> Any:
+        """ultralytics' own inference backend (fused, on the device, fp16 when asked), built once
+        by one tiny predict call so that it is set up exactly as ``model.predict`` sets it up."""
+        if self._predictor is None:
+            kw = {"quantize": 16} if self.half else {}
+            self.model.predict(np.zeros((32, 32, 3), np.uint8), imgsz=self.imgsz, device=self.device.split(",")[0],
+                               verbose=False, **kw)
+            self._predictor = self.model.predictor
+            self._stride = int(max(self._predictor.model.stride)) if hasattr(self._predictor.model.stride, "__len__") \
+                else int(self._predictor.model.stride)
+        return self._predictor
+
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """Letterbox one BGR image as ultralytics' predictor does for a batch of same-shape images
+        (thread-safe: the decode threads call it, so resizing overlaps inference)."""
+        from ultralytics.data.augment import LetterBox
+
+        self._backend()
+        lb = LetterBox((self.imgsz, self.imgsz), auto=True, stride=self._stride)
+        return lb(image=image), image.shape[:2]
+
+    def predict_prepared(self, items: list[tuple[np.ndarray, tuple[int, int]]], conf: float = 0.01, iou: float = 0.6,
+                         max_det: int = 300) -> list[Detections]:
+        """Detections of prepared images: one forward pass per input shape, ultralytics' NMS
+        (torchvision's kernel), boxes scaled back to each original image."""
+        import torch
+        from ultralytics.utils import nms, ops
+
+        p = self._backend()
+        net = p.model
+        out: list[Detections | None] = [None] * len(items)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for k, (x, _) in enumerate(items):
+            groups.setdefault(x.shape, []).append(k)
+        with torch.inference_mode():
+            for shape, ks in groups.items():
+                x = torch.from_numpy(np.stack([items[k][0] for k in ks])).to(p.device)
+                x = x.permute(0, 3, 1, 2).flip(1).contiguous()
+                x = (x.half() if net.fp16 else x.float()).div_(255)
+                dets = nms.non_max_suppression(net(x), conf, iou, None, False, max_det=max_det, nc=0,
+                                               end2end=getattr(net, "end2end", False))
+                for k, d in zip(ks, dets):
+                    xyxy = ops.scale_boxes(shape[:2], d[:, :4].clone(), items[k][1])
+                    out[k] = Detections(xyxy.float().cpu().numpy(), d[:, 4].float().cpu().numpy(),
+                                        d[:, 5].cpu().numpy().astype(np.int64))
+        return out  # type: ignore[return-value]
+
     def predict(self, images: list[np.ndarray], conf: float = 0.01, iou: float = 0.6,
                 max_det: int = 300) -> list[Detections]:
-        if not images:
-            return []
-        first = self.device.split(",")[0]
-        kw = {"half": True} if self.half else {}
-        results = self.model.predict(images, imgsz=self.imgsz, conf=conf, iou=iou, max_det=max_det,
-                                     device=first, verbose=False, batch=len(images), **kw)
-        out = []
-        for r in results:
-            b = r.boxes
-            out.append(Detections(b.xyxy.cpu().numpy(), b.conf.cpu().numpy(), b.cls.cpu().numpy().astype(np.int64)))
-        return out
-
-    def predict_batches(self, batches: Iterable[tuple[list[Any], list[np.ndarray]]], conf: float = 0.01,
-                        iou: float = 0.6) -> Iterator[tuple[list[Any], list[Detections]]]:
-        for keys, imgs in batches:
-            yield keys, self.predict(imgs, conf=conf, iou=iou)
+        return self.predict_prepared([self.prepare(im) for im in images], conf=conf, iou=iou, max_det=max_det)
 
 
 @dataclass
