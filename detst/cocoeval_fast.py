@@ -29,9 +29,13 @@ class FastCOCOeval(COCOeval):
         p.maxDets = sorted(p.maxDets)
         self.params = p
         self._prepare()
-        self.ious = {(i, c): self.computeIoU(i, c) for i in p.imgIds for c in p.catIds}
+        self.ious = {}          # computed per (image, category) inside _evaluate_areas, as bbIou does
         maxDet = p.maxDets[-1]
         A, I0 = len(p.areaRng), len(p.imgIds)
+        # per-call constants, computed once (numpy call overhead dominates small images)
+        self._rng = np.array(p.areaRng, dtype=np.float64)                       # (A, 2)
+        self._thr = np.minimum(np.asarray(p.iouThrs), 1 - 1e-10)
+        self._aa, self._tt = np.meshgrid(np.arange(A), np.arange(len(p.iouThrs)), indexing="ij")
         evalImgs: list = [None] * (len(p.catIds) * A * I0)
         for k, c in enumerate(p.catIds):
             for i, img in enumerate(p.imgIds):
@@ -54,23 +58,38 @@ class FastCOCOeval(COCOeval):
             m = pick if m is None else np.where(m < 0, pick, m)
         return m
 
+    @staticmethod
+    def _bb_iou(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+        """(D, G) IoU of xywh boxes with pycocotools' bbIou arithmetic, operation for operation
+        (so the values are bit-identical); against a crowd GT the union is the detection's area."""
+        if not len(d) or not len(g):
+            return np.zeros((len(d), len(g)))
+        D, G = d[:, None, :], g[None, :, :]
+        w = np.minimum(D[..., 2] + D[..., 0], G[..., 2] + G[..., 0]) - np.maximum(D[..., 0], G[..., 0])
+        h = np.minimum(D[..., 3] + D[..., 1], G[..., 3] + G[..., 1]) - np.maximum(D[..., 1], G[..., 1])
+        i = w * h
+        da, ga = D[..., 2] * D[..., 3], G[..., 2] * G[..., 3]
+        u = np.where(crowd[None, :], da, da + ga - i)
+        return np.divide(i, u, out=np.zeros_like(i), where=(w > 0) & (h > 0))
+
     def _evaluate_areas(self, imgId: int, catId: int, maxDet: int) -> list[dict[str, Any] | None]:
         p = self.params
         gt, dt = self._gts[imgId, catId], self._dts[imgId, catId]
         A = len(p.areaRng)
         if not gt and not dt:
             return [None] * A
-        rng = np.array(p.areaRng, dtype=np.float64)                           # (A, 2)
+        rng = self._rng
         g_area = np.array([g["area"] for g in gt], dtype=np.float64)
         g_ign = np.array([bool(g["ignore"]) for g in gt], dtype=bool)
         g_crowd = np.array([int(g["iscrowd"]) for g in gt], dtype=bool)
         g_id = np.array([g["id"] for g in gt], dtype=np.float64)
         ig = g_ign[None, :] | (g_area[None, :] < rng[:, :1]) | (g_area[None, :] > rng[:, 1:])   # (A, G)
         order = np.argsort(ig.astype(np.int64), axis=1, kind="mergesort")           # ignored GT last, stable
-        dind = np.argsort([-d["score"] for d in dt], kind="mergesort")[:maxDet]
+        dind = np.array([-d["score"] for d in dt], dtype=np.float64).argsort(kind="mergesort")[:maxDet]
         dt = [dt[i] for i in dind]
         D, G, T = len(dt), len(gt), len(p.iouThrs)
-        ious = self.ious[imgId, catId]
+        ious = self._bb_iou(np.array([d["bbox"] for d in dt], dtype=np.float64).reshape(-1, 4),
+                            np.array([g["bbox"] for g in gt], dtype=np.float64).reshape(-1, 4), g_crowd)
         igs = np.take_along_axis(ig, order, 1)                                  # (A, G) sorted per area
         crowd = g_crowd[order]
         gids = g_id[order]
@@ -80,7 +99,7 @@ class FastCOCOeval(COCOeval):
         if len(ious) and D and G:
             raw = np.asarray(ious)                                                 # (D, G) in GT file order
             ious_s = raw[:, order].transpose(1, 0, 2)                              # (A, D, G) per-area GT order
-            thr = np.minimum(np.asarray(p.iouThrs), 1 - 1e-10)
+            thr = self._thr
             d_ids = np.array([d["id"] for d in dt], dtype=np.float64)
             cand = raw >= thr.min()                                                # who could match whom at all
             shared = cand.sum(0) > 1                                               # GTs two detections compete for
@@ -96,7 +115,7 @@ class FastCOCOeval(COCOeval):
                 dtIg[a_, t_, free[f_]] = igs[a_, g_]
                 dtm[a_, t_, free[f_]] = gids[a_, g_]
                 gtm[a_, t_, g_] = d_ids[free[f_]]
-            aa, tt = np.meshgrid(np.arange(A), np.arange(T), indexing="ij")
+            aa, tt = self._aa, self._tt
             for d in np.flatnonzero(contested):                                    # in score order, as pycocotools
                 iou = ious_s[:, d, :][:, None, :]                                   # (A, 1, G)
                 ok = ((gtm == 0) | crowd[:, None, :]) & (iou >= thr[None, :, None])

@@ -45,16 +45,17 @@ def _coco_gt(images: list[ImageRecord], gt: dict[int, Detections], classes: Clas
 
 def _coco_dt(coco_gt: COCO, preds: dict[int, Detections], classes: ClassMap) -> COCO:
     """Results COCO built directly (``loadRes`` crashes on an empty list and needs ``info``)."""
-    anns = []
-    for iid in coco_gt.getImgIds():
-        d = preds.get(iid)
-        if d is None or not len(d):
-            continue
-        xywh = xyxy_to_xywh(d.xyxy).tolist()
-        cats = [classes.category_ids[c] for c in d.class_id.tolist()]
-        for box, cat, score in zip(xywh, cats, d.score.tolist()):
-            anns.append({"id": len(anns) + 1, "image_id": int(iid), "category_id": cat, "bbox": box,
-                         "area": box[2] * box[3], "score": score, "iscrowd": 0})
+    ids = [iid for iid in coco_gt.getImgIds() if preds.get(iid) is not None and len(preds[iid])]
+    anns: list[dict[str, Any]] = []
+    if ids:
+        ds = [preds[i] for i in ids]
+        xywh = xyxy_to_xywh(np.concatenate([d.xyxy for d in ds])).astype(np.float64)   # as .tolist() gives it
+        img = np.repeat(np.asarray(ids, dtype=np.int64), [len(d) for d in ds]).tolist()
+        cat = np.asarray(classes.category_ids)[np.concatenate([d.class_id for d in ds])].tolist()
+        score = np.concatenate([d.score for d in ds]).astype(np.float64).tolist()
+        area = (xywh[:, 2] * xywh[:, 3]).tolist()
+        anns = [{"id": k + 1, "image_id": i, "category_id": c, "bbox": b, "area": a, "score": sc, "iscrowd": 0}
+                for k, (i, c, b, a, sc) in enumerate(zip(img, cat, xywh.tolist(), area, score))]
     dt = COCO()
     dt.dataset = {"images": coco_gt.dataset["images"], "categories": coco_gt.dataset["categories"],
                   "annotations": anns}
