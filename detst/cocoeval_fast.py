@@ -154,23 +154,26 @@ class SubsetAccumulator:
         for k in range(K):
             row = []
             for a in range(A):
-                imgs, rank, score, dtm, dtig, npig, present = [], [], [], [], [], np.zeros(I0, np.int64), np.zeros(I0, bool)
+                counts, score, dtm, dtig = np.zeros(I0, np.int64), [], [], []
+                npig, present = np.zeros(I0, np.int64), np.zeros(I0, bool)
                 for i in range(I0):
                     e = E.evalImgs[k * A * I0 + a * I0 + i]
                     if e is None:
                         continue
                     present[i] = True
-                    n = len(e["dtScores"])
-                    imgs.append(np.full(n, i))
-                    rank.append(np.arange(n))
-                    score.append(np.asarray(e["dtScores"], dtype=np.float64))
-                    dtm.append(np.asarray(e["dtMatches"]).reshape(T, n))
-                    dtig.append(np.asarray(e["dtIgnore"]).reshape(T, n))
-                    npig[i] = int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0))
-                cat = (lambda xs, empty: np.concatenate(xs, axis=-1) if xs else empty)
-                row.append({"img": cat(imgs, np.zeros(0, np.int64)), "rank": cat(rank, np.zeros(0, np.int64)),
-                            "score": cat(score, np.zeros(0)), "dtm": cat(dtm, np.zeros((T, 0))),
-                            "dtig": cat(dtig, np.zeros((T, 0), bool)), "npig": npig, "present": present})
+                    counts[i] = len(e["dtScores"])
+                    score += e["dtScores"]
+                    dtm.append(e["dtMatches"])
+                    dtig.append(e["dtIgnore"])
+                    gi = e["gtIgnore"]
+                    npig[i] = len(gi) - int(np.count_nonzero(gi))
+                img = np.repeat(np.arange(I0), counts)
+                starts = np.cumsum(counts) - counts
+                row.append({"img": img, "rank": np.arange(len(img)) - starts[img],
+                            "score": np.asarray(score, dtype=np.float64),
+                            "dtm": np.concatenate(dtm, axis=1).reshape(T, -1) if dtm else np.zeros((T, 0)),
+                            "dtig": np.concatenate(dtig, axis=1).reshape(T, -1).astype(bool) if dtig else np.zeros((T, 0), bool),
+                            "npig": npig, "present": present})
             self.cells.append(row)
 
     def accumulate(self, image_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
