@@ -76,3 +76,30 @@ def test_thresholds_differ_per_box_not_one_global_cut():
                           (ANY, "car", "medium"): Cell(0.6, None, None, 0, 0, "cell"),
                           (ANY, "car", "large"): Cell(0.9, None, None, 0, 0, "cell")}, ClassMap((1,), ("car",)))
     np.testing.assert_allclose(th.lookup(np.array([0, 0, 0]), np.array([0, 1, 2])), [0.2, 0.6, 0.9])
+
+
+def test_evaluation_runs_on_raw_detections_never_on_already_thresholded_ones(tmp_path, tiny_config, fake_predictor):
+    """A high ``pseudo.score_floor`` cuts what the pool keeps, but val predictions for the guard,
+    calibration and promotion are made at a floor of 0.001 (a thresholded list truncates the
+    precision-recall curve and understates AP)."""
+    from detst.config import load_config
+    from detst.data import load_data
+    from detst.round import val_predictions
+    from detst.runfolder import EventLog
+
+    confs = []
+
+    class Recording:
+        def predict(self, images, conf=0.01, iou=0.6):
+            confs.append(conf)
+            return fake_predictor.predict(images, conf=conf, iou=iou)
+
+    cfg = load_config(tiny_config("raw"), {"pseudo.score_floor": 0.5})
+    data = load_data(cfg, cfg.run_dir)
+    rdir = cfg.run_dir / "round_x"
+    rdir.mkdir(parents=True)
+    preds = val_predictions(cfg, data, rdir, "teacher", rdir / "w.pt", "w", lambda w: Recording(),
+                            EventLog(rdir / "events.jsonl", echo=False), progress=False)
+    assert confs and max(confs) <= 0.001
+    scores = np.concatenate([d.score for d in preds.values()])
+    assert (scores < 0.5).any()                     # low-score detections reach the evaluation
