@@ -168,3 +168,37 @@ def test_two_shards_merge_into_the_same_files_as_a_single_run(two_rounds, fake_p
         assert (outs["single"] / f).read_bytes() == (outs["sharded"] / f).read_bytes(), f
     manifest = json.loads((outs["sharded"] / ".stages" / "pool_predictions.json").read_text())
     assert manifest["result"]["from_shards"] == 24                  # nothing predicted twice
+
+
+def test_whole_round_warmup_included_is_reproducible_on_the_cpu(tiny_config, fake_predictor):
+    """Same config and seed in two run folders, real warm-up and student training on the CPU
+    (the labeler is the fake one: a 3-epoch tiny teacher finds nothing; a real labeler's output
+    is byte-identical by the test above): the same teacher and student weights, the same
+    pseudo-labels and the same verdict."""
+    import torch
+
+    from detst.config import load_config
+    from detst.round import run_round
+
+    over = {"model.warmup.epochs": 2}
+    outs = [run_round(load_config(tiny_config(f"rep{k}"), over), predictor_factory=lambda w: fake_predictor,
+                      progress=False, echo=False) for k in range(2)]
+    assert outs[0].status in ("promoted", "rejected"), outs[0].sentence
+
+    def weights(path):
+        sd = torch.load(path, map_location="cpu", weights_only=False)["model"].float().state_dict()
+        return dict(sd)
+
+    def teacher_student(out):
+        t = json.loads((out.folder / "teacher.json").read_text())["weights"]
+        return weights(t), weights(out.folder / "student" / "best.pt")
+
+    (t0, s0), (t1, s1) = teacher_student(outs[0]), teacher_student(outs[1])
+    for a, b in ((t0, t1), (s0, s1)):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(t0[k], s0[k]) for k in t0)          # the student did train
+    p0, p1 = (json.loads((o.folder / "pseudo_labels.json").read_text()) for o in outs)
+    assert p0["annotations"] == p1["annotations"] and len(p0["annotations"]) > 0
+    g0, g1 = (json.loads((o.folder / "guard_post.json").read_text()) for o in outs)
+    assert outs[0].status == outs[1].status and outs[0].sentence == outs[1].sentence
+    assert json.dumps(g0, sort_keys=True) == json.dumps(g1, sort_keys=True)
