@@ -48,23 +48,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{name}] round {out.index}: {out.status} — {out.sentence}")
         runs[name] = cfg.run_dir
 
-    print("\nmodel in service after each round (round 0 = the shared teacher) on val: mAP50 and AP50 of small objects")
-    print(f"{'run':<10} {'round':>5} {'slice':<6} {'mAP50':>7} {'AP50 sm':>8}  decision")
+    print("\nmodel in service after each round (round 0 = the shared teacher) on val: mAP50, AP50 of small objects,"
+          "\nrecall of small objects at the round's pseudo-label thresholds (IoU 0.5); a rejected student's numbers in ()")
+    print(f"{'run':<10} {'round':>5} {'slice':<6} {'mAP50':>7} {'AP50 sm':>8} {'R sm':>6}  decision")
+
+    def cell(m, who):
+        v = [m[k][who] for k in ("metric", "map_small", "recall_small")]
+        return " ".join(f"{x if x is not None else float('nan'):>{w}.3f}" for x, w in zip(v, (7, 8, 6)))
+
     for name, run in runs.items():
         for k, r in enumerate(round_dirs(run)[: a.rounds]):
             rep = json.loads((r / "report.json").read_text())
             if k == 0:
                 for s in ("all", "day", "night"):
-                    m = rep["slices"][s]
-                    print(f"{name:<10} {0:>5} {s:<6} {m['metric']['teacher'] or 0:>7.3f} "
-                          f"{m['map_small']['teacher'] or 0:>8.3f}  (start)")
+                    print(f"{name:<10} {0:>5} {s:<6} {cell(rep['slices'][s], 'teacher')}  (start)")
             promoted = rep["status"] == "promoted"
             for s in ("all", "day", "night"):
                 m = rep["slices"][s]
                 who = "student" if promoted else "teacher"
-                cand = f"(student {m['metric']['student']:.3f})" if m["metric"]["student"] is not None else ""
-                print(f"{name:<10} {rep['round']:>5} {s:<6} {m['metric'][who] or 0:>7.3f} "
-                      f"{m['map_small'][who] or 0:>8.3f}  {rep['status']} {cand if not promoted else ''}")
+                cand = f"(student {cell(m, 'student').strip()})" if not promoted and m["metric"]["student"] is not None else ""
+                print(f"{name:<10} {rep['round']:>5} {s:<6} {cell(m, who)}  {rep['status']} {cand}")
             print(f"{'':<10} {'':>5} guard: {rep['guard_pre']} | {rep['guard_post'] or rep['sentence']}")
     return 0
 

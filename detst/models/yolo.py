@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,8 @@ class YoloDetector:
         self.model = yolo.YOLO(self.source, task="detect")
         self._predictor: Any = None
         self._stride = 32
+        self._letterbox: Any = None
+        self._lock = threading.Lock()
 
     @property
     def names(self) -> list[str]:
@@ -87,23 +90,28 @@ class YoloDetector:
     def _backend(self) -> Any:
         """ultralytics' own inference backend (fused, on the device, fp16 when asked), built once
         by one tiny predict call so that it is set up exactly as ``model.predict`` sets it up."""
-        if self._predictor is None:
-            kw = {"quantize": 16} if self.half else {}
-            self.model.predict(np.zeros((32, 32, 3), np.uint8), imgsz=self.imgsz, device=self.device.split(",")[0],
-                               verbose=False, **kw)
-            self._predictor = self.model.predictor
-            self._stride = int(max(self._predictor.model.stride)) if hasattr(self._predictor.model.stride, "__len__") \
-                else int(self._predictor.model.stride)
+        with self._lock:                      # decode threads may be first to ask
+            if self._predictor is None:
+                from ultralytics.data.augment import LetterBox
+
+                kw = {"quantize": 16} if self.half else {}
+                self.model.predict(np.zeros((32, 32, 3), np.uint8), imgsz=self.imgsz,
+                                   device=self.device.split(",")[0], verbose=False, **kw)
+                stride = self.model.predictor.model.stride
+                self._stride = int(max(stride)) if hasattr(stride, "__len__") else int(stride)
+                self._letterbox = LetterBox((self.imgsz, self.imgsz), auto=True, stride=self._stride)
+                self._predictor = self.model.predictor
         return self._predictor
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-        """Letterbox one BGR image as ultralytics' predictor does for a batch of same-shape images
-        (thread-safe: the decode threads call it, so resizing overlaps inference)."""
-        from ultralytics.data.augment import LetterBox
+        """Letterbox one BGR image as ultralytics' predictor does for a batch of same-shape images,
+        as an RGB (H, W, 3) uint8 array (thread-safe: the decode threads call it, so resizing and
+        the channel reorder overlap inference instead of running between forward passes)."""
+        import cv2
 
         self._backend()
-        lb = LetterBox((self.imgsz, self.imgsz), auto=True, stride=self._stride)
-        return lb(image=image), image.shape[:2]
+        rgb = cv2.cvtColor(self._letterbox(image=image), cv2.COLOR_BGR2RGB)   # here, not between passes
+        return rgb, image.shape[:2]
 
     def predict_prepared(self, items: list[tuple[np.ndarray, tuple[int, int]]], conf: float = 0.01, iou: float = 0.6,
                          max_det: int = 300) -> list[Detections]:
@@ -120,9 +128,12 @@ class YoloDetector:
             groups.setdefault(x.shape, []).append(k)
         with torch.inference_mode():
             for shape, ks in groups.items():
-                x = torch.from_numpy(np.stack([items[k][0] for k in ks])).to(p.device)
-                x = x.permute(0, 3, 1, 2).flip(1).contiguous()
+                # (N, H, W, 3) viewed as NCHW is already channels-last: the memory format ultralytics
+                # gives the model on x86 CPUs (its own predict feeds NCHW and pays a conversion)
+                x = torch.from_numpy(np.stack([items[k][0] for k in ks])).to(p.device).permute(0, 3, 1, 2)
                 x = (x.half() if net.fp16 else x.float()).div_(255)
+                if p.device.type != "cpu":
+                    x = x.contiguous()
                 dets = nms.non_max_suppression(net(x), conf, iou, None, False, max_det=max_det, nc=0,
                                                end2end=getattr(net, "end2end", False))
                 for k, d in zip(ks, dets):
