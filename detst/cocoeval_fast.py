@@ -35,6 +35,7 @@ class FastCOCOeval(COCOeval):
         # per-call constants, computed once (numpy call overhead dominates small images)
         self._rng = np.array(p.areaRng, dtype=np.float64)                       # (A, 2)
         self._thr = np.minimum(np.asarray(p.iouThrs), 1 - 1e-10)
+        self._rows = np.arange(A)[:, None]
         self._aa, self._tt = np.meshgrid(np.arange(A), np.arange(len(p.iouThrs)), indexing="ij")
         evalImgs: list = [None] * (len(p.catIds) * A * I0)
         for k, c in enumerate(p.catIds):
@@ -90,7 +91,7 @@ class FastCOCOeval(COCOeval):
         D, G, T = len(dt), len(gt), len(p.iouThrs)
         ious = self._bb_iou(np.array([d["bbox"] for d in dt], dtype=np.float64).reshape(-1, 4),
                             np.array([g["bbox"] for g in gt], dtype=np.float64).reshape(-1, 4), g_crowd)
-        igs = np.take_along_axis(ig, order, 1)                                  # (A, G) sorted per area
+        igs = ig[self._rows, order]                                             # (A, G) sorted per area
         crowd = g_crowd[order]
         gids = g_id[order]
         gtm = np.zeros((A, T, G))
@@ -171,8 +172,10 @@ class SubsetAccumulator:
                 starts = np.cumsum(counts) - counts
                 row.append({"img": img, "rank": np.arange(len(img)) - starts[img],
                             "score": np.asarray(score, dtype=np.float64),
-                            "dtm": np.concatenate(dtm, axis=1).reshape(T, -1) if dtm else np.zeros((T, 0)),
-                            "dtig": np.concatenate(dtig, axis=1).reshape(T, -1).astype(bool) if dtig else np.zeros((T, 0), bool),
+                            # matched (a GT id, never 0) and not ignored, as booleans once
+                            "hit": np.concatenate(dtm, axis=1).reshape(T, -1) != 0 if dtm else np.zeros((T, 0), bool),
+                            "counted": ~(np.concatenate(dtig, axis=1).reshape(T, -1).astype(bool)) if dtig
+                            else np.zeros((T, 0), bool),
                             "npig": npig, "present": present})
             self.cells.append(row)
 
@@ -196,27 +199,29 @@ class SubsetAccumulator:
                 in_slice = mask[c["img"]]
                 for m, max_det in enumerate(p.maxDets):
                     sel = in_slice & (c["rank"] < max_det)
-                    scores = c["score"][sel]
-                    order = np.argsort(-scores, kind="mergesort")
-                    dtm = c["dtm"][:, sel][:, order]
-                    dtig = c["dtig"][:, sel][:, order]
-                    tps = np.logical_and(dtm, np.logical_not(dtig))
-                    fps = np.logical_and(np.logical_not(dtm), np.logical_not(dtig))
+                    idx = np.flatnonzero(sel)
+                    idx = idx[np.argsort(-c["score"][idx], kind="mergesort")]
+                    hit, keep = c["hit"][:, idx], c["counted"][:, idx]
+                    tps = hit & keep
+                    fps = ~hit & keep
                     tp_sum = np.cumsum(tps, axis=1).astype(dtype=float)
                     fp_sum = np.cumsum(fps, axis=1).astype(dtype=float)
                     nd = tp_sum.shape[1]
+                    if not nd:
+                        recall[:, k, a, m] = 0
+                        precision[:, :, k, a, m] = 0
+                        continue
+                    # all IoU thresholds at once; pycocotools' backward envelope loop is a reversed running max
+                    rc = tp_sum / npig
+                    pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
+                    recall[:, k, a, m] = rc[:, -1]
+                    pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
+                    q = np.zeros((T, R))
                     for t in range(T):
-                        tp, fp = tp_sum[t], fp_sum[t]
-                        rc = tp / npig
-                        pr = tp / (fp + tp + np.spacing(1))
-                        recall[t, k, a, m] = rc[-1] if nd else 0
-                        q = np.zeros(R)
-                        if nd:
-                            pr = np.maximum.accumulate(pr[::-1])[::-1]
-                            inds = np.searchsorted(rc, rec_thrs, side="left")
-                            ok = inds < nd
-                            q[ok] = pr[inds[ok]]
-                        precision[t, :, k, a, m] = q
+                        inds = np.searchsorted(rc[t], rec_thrs, side="left")
+                        ok = inds < nd
+                        q[t, ok] = pr[t, inds[ok]]
+                    precision[:, :, k, a, m] = q
         return precision, recall
 
     def summarize(self, precision: np.ndarray, recall: np.ndarray) -> list[float]:

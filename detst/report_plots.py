@@ -134,7 +134,8 @@ def score_histograms(scores: dict[str, np.ndarray], thresholds: list[float], out
         ax.hist(v, bins=40, range=(0, 1), histtype="step", label=f"{s} ({len(v)})")
     for t in sorted(set(round(x, 3) for x in thresholds)):
         ax.axvline(t, color="red", lw=0.6, ls="--")
-    ax.set_yscale("log")
+    if any(len(v) for v in scores.values()):
+        ax.set_yscale("log")                  # an empty pool (nothing detected) stays linear
     ax.set_xlabel("teacher score (red: calibrated thresholds)")
     ax.set_title("pool detections per slice")
     ax.legend(fontsize=7)

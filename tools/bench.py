@@ -97,7 +97,6 @@ def bench_eval(n_images: int) -> None:
     import io
 
     import numpy as np
-    from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     from detst.evaluate import _coco_dt, _coco_gt, evaluate_slices, evaluate_slices_reference
@@ -117,18 +116,27 @@ def bench_eval(n_images: int) -> None:
         preds[i] = Detections(pxy, rng.uniform(0, 1, 20), np.concatenate([gt[i].class_id, rng.integers(0, 3, 10)]))
     ids = [im.id for im in images]
     slices = {"all": ids, "day": ids[::2], "night": ids[1::2], "first_half": ids[: n_images // 2], "every_3rd": ids[::3]}
-    t = time.perf_counter()
-    ours = evaluate_slices(images, gt, preds, classes, slices)
-    t_ours = time.perf_counter() - t
-    t = time.perf_counter()                  # both sides include building the COCO objects
-    coco_gt = _coco_gt(images, gt, classes)
-    coco_dt = _coco_dt(coco_gt, preds, classes)
-    with contextlib.redirect_stdout(io.StringIO()):
-        E = COCOeval(coco_gt, coco_dt, "bbox")
-        E.evaluate()
-        E.accumulate()
-        E.summarize()
-    t_one = time.perf_counter() - t
+    def run_ours():
+        return evaluate_slices(images, gt, preds, classes, slices)
+
+    def run_one():                           # both sides include building the COCO objects
+        coco_gt = _coco_gt(images, gt, classes)
+        coco_dt = _coco_dt(coco_gt, preds, classes)
+        with contextlib.redirect_stdout(io.StringIO()):
+            E = COCOeval(coco_gt, coco_dt, "bbox")
+            E.evaluate()
+            E.accumulate()
+            E.summarize()
+
+    times: dict[str, list[float]] = {"ours": [], "one": []}
+    for _ in range(2):                       # alternated; the faster run of each counts
+        for name, fn in (("ours", run_ours), ("one", run_one)):
+            t = time.perf_counter()
+            out = fn()
+            times[name].append(time.perf_counter() - t)
+            if name == "ours":
+                ours = out
+    t_ours, t_one = min(times["ours"]), min(times["one"])
     ref = evaluate_slices_reference(images, gt, preds, classes, slices)
     diff = 0.0
     from detst.evaluate import STAT_NAMES
@@ -140,7 +148,6 @@ def bench_eval(n_images: int) -> None:
     print(f"2. evaluation of {len(slices)} slices over {n_images} images ({n_images * 20} detections): detst "
           f"{t_ours:.2f} s, one pycocotools pass over all images {t_one:.2f} s → ratio {t_ours / t_one:.2f} "
           f"(target ≤ 0.5); largest difference from per-slice pycocotools {diff:.1e} (target ≤ 1e-9)")
-    _ = COCO
 
 
 RSS_CHILD = r"""
