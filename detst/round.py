@@ -29,7 +29,7 @@ from detst.io.coco import detections_to_results
 from detst.io.files import atomic_write_text, read_json, write_json
 from detst.models import Predictor, predict_records
 from detst.pseudo import build_export, merge_shard_rows, predict_pool, reorder_rows
-from detst.runfolder import DECISION, EventLog, Stage, current_round, file_hash, run_lock
+from detst.runfolder import DECISION, EventLog, Stage, current_round, file_hash, key_hash, round_dirs, run_lock
 from detst.stats import ap50 as boot_ap50
 from detst.stats import bootstrap_ci, image_records, recall
 from detst.structures import Detections
@@ -352,10 +352,17 @@ def run_round(cfg: Config, predictor_factory: PredictorFactory | None = None, pr
         # -- student ---------------------------------------------------------------------------
         policy = build_policy(cfg.policies()[cfg.student.augment], f"augment.{cfg.student.augment}", cfg.source)
         write_json(rdir / "augment_policy.json", {"name": cfg.student.augment, "transforms": describe_policy(policy)})
-        skey = {"teacher": tkey, "pseudo": file_hash(rdir / "pseudo_labels.json"),
+        exported = read_json(rdir / "pseudo_labels.json")      # by content: "info" names the round
+        skey = {"teacher": tkey, "pseudo": key_hash({"images": exported["images"], "annotations": exported["annotations"]}),
                 "train": dataclasses.asdict(cfg.student.train), "policy": cfg.student.augment,
                 "imgsz": cfg.model.imgsz, "seed": cfg.run.seed, "labeled": str(yolo_sets[0])}
         sst = Stage(rdir, "student", skey)
+        prev = next((r for r in reversed(round_dirs(rdir.parent)) if r != rdir and _rejected_with_key(r, sst.key)),
+                    None) if not sst.done() else None
+        if prev is not None:
+            return _finish(cfg, rdir, idx, "blocked", f"Round blocked: it would train the same student as {prev.name} "
+                           "(same teacher, pseudo-labels, training settings and seed), which was rejected; change the "
+                           "config (thresholds, slices, seed) or the data first.", teacher_w, None, log)
         if sst.done():
             student_w = Path(sst.outputs()["best"])
         else:
@@ -458,6 +465,16 @@ def _drift(cfg: Config, data: RoundData, pres, admitted) -> G.DriftVerdict:
     share = {n: v / total for n, v in pres.class_hist.items()}
     return G.drift(density, lab_density, empty, share, prior_share, cfg.pseudo.min_class_share, cfg.guard.drift,
                    cfg.pseudo.on_class_collapse)
+
+
+def _rejected_with_key(prev: Path, key: str) -> bool:
+    """True when round folder ``prev`` rejected a student trained from exactly this stage key
+    (training is deterministic: the same key gives the same student)."""
+    try:
+        return (read_json(prev / DECISION).get("status") == "rejected"
+                and read_json(prev / ".stages" / "student.json").get("key") == key)
+    except (OSError, ValueError):
+        return False
 
 
 def _finish(cfg: Config, rdir: Path, idx: int, status: str, sentence: str, teacher: Path, student: Path | None,

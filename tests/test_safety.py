@@ -103,3 +103,29 @@ def test_evaluation_runs_on_raw_detections_never_on_already_thresholded_ones(tmp
     assert confs and max(confs) <= 0.001
     scores = np.concatenate([d.score for d in preds.values()])
     assert (scores < 0.5).any()                     # low-score detections reach the evaluation
+
+
+def test_a_round_that_would_repeat_a_rejected_round_exactly_is_blocked_without_training(tiny_config, fake_predictor):
+    """After a rejection the next round starts from the same teacher; with the same pool, config and
+    seed it would train the very same student again (training is deterministic). It stops instead."""
+    from detst.config import load_config
+    from detst.round import run_round
+
+    class Silent:
+        def predict(self, images, conf=0.01, iou=0.6):
+            return [Detections.empty() for _ in images]
+
+    def factory(weights):               # the student finds nothing on val: it is rejected
+        return Silent() if "student" in str(weights) else fake_predictor
+
+    cfg = load_config(tiny_config("repeat"), {"guard.promotion.max_regression": 0.0})
+    first = run_round(cfg, predictor_factory=factory, progress=False, echo=False)
+    assert first.status == "rejected"
+    second = run_round(cfg, predictor_factory=factory, progress=False, echo=False)
+    assert second.status == "blocked" and "same student as round_01" in second.sentence
+    assert not (second.folder / "student").exists()
+    third = run_round(cfg, predictor_factory=factory, progress=False, echo=False)
+    assert third.status == "blocked" and "same student as round_01" in third.sentence   # not fooled by round_02
+    changed = load_config(tiny_config("repeat"), {"guard.promotion.max_regression": 0.0, "run.seed": 1})
+    fourth = run_round(changed, predictor_factory=factory, progress=False, echo=False)
+    assert fourth.status == "rejected"              # a changed seed is a new attempt: it trains
