@@ -21,6 +21,7 @@ from pycocotools.cocoeval import COCOeval
 from detst.boxes import SIZE_BUCKETS, xyxy_to_xywh
 from detst.cocoeval_fast import FastCOCOeval, SubsetAccumulator
 from detst.io.coco import gt_dataset
+from detst.perf import paused_gc
 from detst.structures import ClassMap, Detections, ImageRecord
 
 STAT_NAMES = ("map", "map50", "map75", "map_small", "map_medium", "map_large",
@@ -91,12 +92,13 @@ class SliceEvaluator:
                  classes: ClassMap) -> None:
         self.classes = classes
         self.images = images
-        self.coco_gt = _coco_gt(images, gt, classes)
-        self.coco_dt = _coco_dt(self.coco_gt, preds, classes)
-        self.E = FastCOCOeval(self.coco_gt, self.coco_dt, "bbox")
-        with _quiet():
-            self.E.evaluate()
-        self.acc = SubsetAccumulator(self.E)
+        with paused_gc():
+            self.coco_gt = _coco_gt(images, gt, classes)
+            self.coco_dt = _coco_dt(self.coco_gt, preds, classes)
+            self.E = FastCOCOeval(self.coco_gt, self.coco_dt, "bbox")
+            with _quiet():
+                self.E.evaluate()
+            self.acc = SubsetAccumulator(self.E)
 
     def slice(self, name: str, image_ids: list[int]) -> SliceEval:
         ids = sorted(set(image_ids))

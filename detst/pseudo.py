@@ -27,6 +27,7 @@ from detst.io.coco import annotation_entries, image_entry
 from detst.io.files import atomic_write_text
 from detst.io.images import iter_image_batches
 from detst.models import Predictor, predict_records
+from detst.perf import paused_gc
 from detst.structures import ClassMap, Detections, ImageRecord
 from detst.thresholds import ANY, Thresholds
 
@@ -210,6 +211,16 @@ def build_export(jsonl: Path, images: list[ImageRecord], image_slices: dict[int,
                  class_cap: int | None, info: dict[str, Any], images_base: Path | None = None,
                  on_image: Callable[[ImageRecord, Detections], None] | None = None) -> tuple[dict[str, Any], PseudoResult]:
     """Pseudo-label COCO dict (DESIGN.md's format) and the counts behind it."""
+    with paused_gc():
+        return _build_export(jsonl, images, image_slices, classes, thresholds, band=band,
+                             cross_class_iou=cross_class_iou, per_slice=per_slice, class_cap=class_cap, info=info,
+                             images_base=images_base, on_image=on_image)
+
+
+def _build_export(jsonl: Path, images: list[ImageRecord], image_slices: dict[int, list[str]], classes: ClassMap,
+                  thresholds: Thresholds, *, band: float, cross_class_iou: float, per_slice: bool,
+                  class_cap: int | None, info: dict[str, Any], images_base: Path | None,
+                  on_image: Callable[[ImageRecord, Detections], None] | None) -> tuple[dict[str, Any], PseudoResult]:
     by_id = {im.id: im for im in images}
     selected: dict[int, Detections] = {}
     dropped: Counter = Counter()

@@ -232,3 +232,18 @@ def test_fast_cocoeval_per_image_results_equal_pycocotools(seed):
             assert list(np.atleast_1d(r[key])) == list(np.atleast_1d(f[key])), key
         for key in ("dtMatches", "gtMatches", "gtIgnore", "dtIgnore"):
             np.testing.assert_array_equal(np.asarray(r[key]), np.asarray(f[key]), err_msg=key)
+
+
+def test_paused_gc_restores_the_collector_state_even_on_error():
+    import gc
+
+    from detst.perf import paused_gc
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), paused_gc():
+        assert not gc.isenabled()
+        with paused_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled()                   # the inner block does not re-enable early
+        raise RuntimeError
+    assert gc.isenabled()
