@@ -68,3 +68,31 @@ def test_failed_policy_construction_is_not_silent(tiny_yolo, monkeypatch):
 
     with pytest.raises(StageError, match="did not reach"):
         _train(data_yaml, root / "run_broken", [A.ToGray(p=1.0)], {})
+
+
+def test_ultralytics_resume_of_a_stripped_checkpoint_is_finished_not_a_new_coco8_training(tiny_yolo, tmp_path,
+                                                                                        no_network):
+    """Trap: ultralytics 8.4 given resume=True on a checkpoint it stripped at the end of training warns
+    and starts a new training with its defaults (data=coco8.yaml, downloaded). A round killed after
+    training but before its stage marker must find the training finished and reuse its weights."""
+    data_yaml, _ = tiny_yolo
+    out = tmp_path / "student"
+    first = _train(data_yaml, out, [], {})
+    before = {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    again = yolo.train("detst/models/detst-tiny.yaml", data_yaml, out, imgsz=64, epochs=1, time=None, patience=5,
+                       batch=4, optimizer="AdamW", lr0=0.001, seed=0, device="cpu", workers=0, augmentations=[],
+                       resume=True)
+    assert again.best == first.best and again.epochs_run == first.epochs_run == 1
+    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before   # nothing retrained
+    assert not list(tmp_path.rglob("coco8*")) and no_network == []
+
+
+def test_resume_of_a_half_written_checkpoint_trains_afresh(tiny_yolo, tmp_path):
+    data_yaml, _ = tiny_yolo
+    out = tmp_path / "student"
+    (out / "weights").mkdir(parents=True)
+    (out / "weights" / "last.pt").write_bytes(b"PK\x03\x04 torn")
+    res = yolo.train("detst/models/detst-tiny.yaml", data_yaml, out, imgsz=64, epochs=1, time=None, patience=5,
+                     batch=4, optimizer="AdamW", lr0=0.001, seed=0, device="cpu", workers=0, augmentations=[],
+                     resume=True, extra={"plots": False})
+    assert res.epochs_run == 1 and res.best.exists()

@@ -174,6 +174,24 @@ def _albumentations_check(expect: bool):
     return check
 
 
+def _checkpoint_state(yolo: Any, last: Path) -> str:
+    """``resumable`` (epoch and optimizer state kept), ``finished`` (stripped by ultralytics at the
+    end of training), or ``absent`` (missing or unreadable: train afresh).
+
+    Trap: ultralytics 8.4 given ``resume=True`` on a stripped checkpoint does not fail; it warns
+    and starts a *new* training with its defaults (``data=coco8.yaml``, which it then tries to
+    download). A round killed between the end of training and its stage marker hits exactly that."""
+    if not last.exists():
+        return "absent"
+    try:
+        ckpt = yolo.YOLO(str(last), task="detect").ckpt or {}
+    except Exception:  # noqa: BLE001 - a half-written checkpoint of a killed run: start over
+        return "absent"
+    if ckpt.get("epoch", -1) >= 0 and ckpt.get("optimizer") is not None:
+        return "resumable"
+    return "finished"
+
+
 def train(source: str | Path, data_yaml: Path, out_dir: Path, *, imgsz: int, epochs: int, time: float | None,
           patience: int, batch: int, optimizer: str, lr0: float, seed: int, device: str, workers: int,
           augmentations: list[Any] | None, extra: dict[str, Any] | None = None, resume: bool = False,
@@ -187,7 +205,8 @@ def train(source: str | Path, data_yaml: Path, out_dir: Path, *, imgsz: int, epo
     yolo = _ultralytics()
     out_dir = Path(out_dir).resolve()
     dev = resolve_device(device)
-    if resume and (out_dir / "weights" / "last.pt").exists():
+    state = _checkpoint_state(yolo, out_dir / "weights" / "last.pt") if resume else "absent"
+    if state == "resumable":
         model = yolo.YOLO(str(out_dir / "weights" / "last.pt"), task="detect")
         model.add_callback("on_train_start", _albumentations_check(bool(augmentations)))
         for event, fn in (callbacks or {}).items():
@@ -197,7 +216,7 @@ def train(source: str | Path, data_yaml: Path, out_dir: Path, *, imgsz: int, epo
         except AssertionError as e:      # killed after the last epoch: the weights are complete
             if "nothing to resume" not in str(e):
                 raise
-    else:
+    elif state != "finished":
         if out_dir.exists():
             shutil.rmtree(out_dir)   # a partial earlier attempt of this same training, not resumable
         model = yolo.YOLO(str(source), task="detect")
