@@ -28,6 +28,7 @@ class RoundData:
     val: CocoSet
     pool: list[ImageRecord]
     pool_dropped: Counter
+    pool_dropped_files: list[str]
     val_tags: dict[int, list[str]]
     pool_tags: dict[int, list[str]]
     sources: dict[str, Path] = field(default_factory=dict)
@@ -60,11 +61,13 @@ def _builtin(cfg: Config, run_dir: Path) -> dict[str, Path]:
                     n_pool=b.n_pool, imgsz=b.imgsz, labeled_night_frac=b.labeled_night_frac, progress=True)
 
 
-def load_pool(annotations: Path | None, images_dir: Path) -> tuple[list[ImageRecord], Counter]:
+def load_pool(annotations: Path | None, images_dir: Path,
+              dropped_files: list[str] | None = None) -> tuple[list[ImageRecord], Counter]:
     dropped: Counter = Counter()
+    files = [] if dropped_files is None else dropped_files
     if annotations is not None:
         data = read_coco_json(annotations, "data.unlabeled.annotations")
-        return load_images(data, annotations, images_dir, True, dropped), dropped
+        return load_images(data, annotations, images_dir, True, dropped, files), dropped
     if not images_dir.is_dir():
         raise DatasetError(f"{images_dir}: unlabeled image folder not found (data.unlabeled.images)")
     files = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -74,9 +77,11 @@ def load_pool(annotations: Path | None, images_dir: Path) -> tuple[list[ImageRec
             w, h = image_size(p)
         except DatasetError:
             dropped["image_unreadable"] += 1
+            files.append(f"image_unreadable: {p}")
             continue
         if not is_intact(p):
             dropped["image_truncated"] += 1
+            files.append(f"image_truncated: {p}")
             continue
         out.append(ImageRecord(i, p.resolve(), w, h, {}))
     return out, dropped
@@ -101,12 +106,13 @@ def load_data(cfg: Config, run_dir: Path) -> RoundData:
             sources["pool_annotations"] = pool[0]
     labeled = load_coco(*lab)
     valset = load_coco(*val, classes=labeled.classes)
-    pool_images, pool_dropped = load_pool(*pool)
+    pool_files: list[str] = []
+    pool_images, pool_dropped = load_pool(*pool, pool_files)
     if not labeled.images:
         raise DatasetError(f"{lab[0]}: no usable labeled image")
     if not valset.images:
         raise DatasetError(f"{val[0]}: no usable val image")
     if not pool_images:
         raise DatasetError(f"{pool[1]}: the unlabeled pool holds no readable image")
-    return RoundData(labeled, valset, pool_images, pool_dropped, tag_images(valset.images, d.slices),
+    return RoundData(labeled, valset, pool_images, pool_dropped, pool_files, tag_images(valset.images, d.slices),
                      tag_images(pool_images, d.slices), sources)

@@ -42,6 +42,7 @@ def summarize(rdir: Path, decision: dict[str, Any] | None = None) -> dict[str, A
     pseudo = _load(rdir / "pseudo_summary.json") or {}
     drift = _load(rdir / "guard_drift.json") or {}
     th = _load(rdir / "thresholds.json") or {}
+    inputs = _load(rdir / "inputs.json") or {}
     teacher = pre.get("teacher", {})
     student = post.get("student", {})
     slices = {}
@@ -49,13 +50,19 @@ def summarize(rdir: Path, decision: dict[str, Any] | None = None) -> dict[str, A
         t, s = teacher.get(name, {}), student.get(name, {})
         slices[name] = {k: {"teacher": t.get(k), "student": s.get(k) if s else None}
                         for k in ("metric", "map_small", "recall", "recall_small", "n_gt", "n_images")}
-    return {"round": decision.get("round"), "status": decision.get("status"), "sentence": decision.get("sentence"),
+    try:
+        index = decision.get("round") or int(rdir.name.split("_")[1])
+    except (IndexError, ValueError):
+        index = None
+    return {"round": index, "status": decision.get("status"), "sentence": decision.get("sentence"),
             "teacher": decision.get("teacher"), "student": decision.get("student"),
             "guard_pre": pre.get("verdict", {}).get("sentence"), "excluded": pre.get("verdict", {}).get("excluded", []),
             "guard_post": post.get("verdict", {}).get("sentence"), "drift": drift.get("sentence"),
             "precision_target": th.get("target"),
             "pseudo": {k: pseudo.get(k) for k in ("n_images", "n_kept", "n_ignored", "class_hist", "dropped",
                                                    "mean_kept_score", "excluded_images", "pool_dropped")},
+            "inputs": {"counts": inputs.get("counts"), "dropped_on_load": inputs.get("dropped_on_load"),
+                       "dropped_files": inputs.get("dropped_files")},
             "slices": slices}
 
 
@@ -189,6 +196,17 @@ def _md(rdir: Path, summary: dict[str, Any], pre: dict, post: dict, th: dict, ps
         for c in post.get("verdict", {}).get("comparisons", []):
             L.append(f"| {c['slice']} | {c['measure']} | {_f(c['teacher'])} | {_f(c['student'])} | "
                      f"{_f(c['delta'])} | {c['status']} |")
+    inp = summary.get("inputs") or {}
+    if inp.get("counts"):
+        c, d = inp["counts"], inp.get("dropped_on_load") or {}
+        L += ["", "## Inputs", "", f"{c.get('labeled')} labeled, {c.get('val')} val and {c.get('pool')} pool images used.",
+              "", "| set | dropped or fixed on load |", "|---|---|"]
+        for k in ("labeled", "val", "pool"):
+            L.append(f"| {k} | {', '.join(f'{n} {r}' for r, n in sorted((d.get(k) or {}).items())) or 'nothing'} |")
+        files = [f for k in ("labeled", "val", "pool") for f in ((inp.get("dropped_files") or {}).get(k) or [])]
+        if files:
+            L += ["", f"Dropped image files ({len(files)}" + (", the first 20" if len(files) > 20 else "") + "):", ""]
+            L += [f"- `{f}`" for f in files[:20]]
     L += ["", "## Per-slice metrics on val (pycocotools; recall at the pseudo thresholds, IoU 0.5)", "",
           "| slice | images | GT | teacher metric | student metric | teacher AP small | student AP small | "
           "teacher recall | student recall | teacher small recall | student small recall |",

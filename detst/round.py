@@ -445,7 +445,9 @@ def _inputs(data: RoundData) -> dict[str, Any]:
             "val_slices": {k: len(v) for k, v in data.val_slices().items()},
             "pool_slices": {k: len(v) for k, v in data.pool_slices().items()},
             "dropped_on_load": {"labeled": dict(data.labeled.dropped), "val": dict(data.val.dropped),
-                                "pool": dict(data.pool_dropped)}}
+                                "pool": dict(data.pool_dropped)},
+            "dropped_files": {"labeled": data.labeled.dropped_files, "val": data.val.dropped_files,
+                              "pool": data.pool_dropped_files}}
 
 
 def _drift(cfg: Config, data: RoundData, pres, admitted) -> G.DriftVerdict:

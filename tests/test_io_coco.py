@@ -327,6 +327,7 @@ def test_truncated_image_in_a_labeled_set_is_skipped_and_counted_not_restored(tm
     cs = load_coco(path, tmp_path)
     assert [im.id for im in cs.images] == [1]
     assert cs.dropped == {"image_truncated": 1, "box_of_dropped_image": 1}
+    assert cs.dropped_files == [f"image_truncated: {(tmp_path / name).resolve()}"]
     assert (tmp_path / name).read_bytes() == before
 
 

@@ -126,3 +126,24 @@ def test_report_html_renders_in_headless_chromium(two_rounds, tmp_path):
     assert img is not None and img.shape[:2] == (6000, 1200)
     colours = len(np.unique(img.reshape(-1, 3), axis=0))
     assert colours > 2000                                       # plots and photographs rendered, not just text
+
+
+def test_images_dropped_on_load_are_counted_and_named_in_the_report(hand_built):
+    from detst.io.files import write_json
+
+    write_json(hand_built / "inputs.json", {
+        "counts": {"labeled": 9, "val": 10, "pool": 40},
+        "dropped_on_load": {"labeled": {"image_truncated": 1, "box_of_dropped_image": 3}, "val": {}, "pool": {}},
+        "dropped_files": {"labeled": ["image_truncated: /data/lab/cut.jpg"], "val": [], "pool": []}})
+    s = write_report(hand_built)
+    assert s["inputs"]["dropped_on_load"]["labeled"] == {"image_truncated": 1, "box_of_dropped_image": 3}
+    md = (hand_built / "report.md").read_text()
+    assert "| labeled | 3 box_of_dropped_image, 1 image_truncated |" in md and "| val | nothing |" in md
+    assert "`image_truncated: /data/lab/cut.jpg`" in md
+
+
+def test_an_unfinished_round_is_titled_by_its_folder(tmp_path):
+    rdir = tmp_path / "run" / "round_03"
+    rdir.mkdir(parents=True)
+    s = write_report(rdir)
+    assert s["round"] == 3 and (rdir / "report.md").read_text().startswith("# detst round 3 — in progress")

@@ -35,6 +35,7 @@ class CocoSet:
     boxes: dict[int, Detections]
     classes: ClassMap
     dropped: Counter = field(default_factory=Counter)
+    dropped_files: list[str] = field(default_factory=list)     # "reason: path" of each image dropped
 
 
 def _check_keys(obj: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
@@ -57,10 +58,11 @@ def load_classes(data: dict[str, Any], source: Path) -> ClassMap:
 
 
 def load_images(data: dict[str, Any], source: Path, images_dir: Path, check_files: bool = True,
-                dropped: Counter | None = None) -> list[ImageRecord]:
+                dropped: Counter | None = None, dropped_files: list[str] | None = None) -> list[ImageRecord]:
     """COCO ``images`` -> ImageRecords. A file that is missing or unreadable is skipped and
     counted in ``dropped``; a size that disagrees with the pixels is a DatasetError."""
     dropped = Counter() if dropped is None else dropped
+    files = [] if dropped_files is None else dropped_files
     imgs = data.get("images")
     if not isinstance(imgs, list):
         raise DatasetError(f"{source}: key 'images' must be a list")
@@ -79,14 +81,17 @@ def load_images(data: dict[str, Any], source: Path, images_dir: Path, check_file
         if check_files:
             if not path.is_file():
                 dropped["image_missing"] += 1
+                files.append(f"image_missing: {path}")
                 continue
             try:
                 w_disk, h_disk = image_size(path)
             except DatasetError:
                 dropped["image_unreadable"] += 1
+                files.append(f"image_unreadable: {path}")
                 continue
             if not is_intact(path):
                 dropped["image_truncated"] += 1
+                files.append(f"image_truncated: {path}")
                 continue
             if w is not None and h is not None and (int(w), int(h)) != (w_disk, h_disk):
                 raise DatasetError(f"{where} ({path}): width/height in the JSON are {w}x{h} but the image is "
@@ -126,7 +131,8 @@ def load_coco(annotations: Path, images_dir: Path, check_files: bool = True,
                            f"labeled set's {list(classes.category_ids)}")
     classes = classes or file_classes
     dropped: Counter = Counter()
-    images = load_images(data, annotations, Path(images_dir), check_files, dropped)
+    dropped_files: list[str] = []
+    images = load_images(data, annotations, Path(images_dir), check_files, dropped, dropped_files)
     by_id = {im.id: im for im in images}
     rows: dict[int, list[tuple[list[float], int, int]]] = {im.id: [] for im in images}
     known_ids = {im["id"] for im in data["images"]}
@@ -169,7 +175,7 @@ def load_coco(annotations: Path, images_dir: Path, check_files: bool = True,
         dropped["box_degenerate"] += int((~keep).sum())
         boxes[iid] = Detections(xyxy[keep], np.ones(int(keep.sum())), np.array([r[1] for r in rs])[keep],
                                 {"iscrowd": np.array([r[2] for r in rs])[keep]})
-    return CocoSet(annotations, images, boxes, classes, +dropped)
+    return CocoSet(annotations, images, boxes, classes, +dropped, dropped_files)
 
 
 def image_entry(im: ImageRecord, slices: list[str] | None = None, base: Path | None = None) -> dict[str, Any]:
