@@ -389,7 +389,7 @@ def _check(cfg: Config, src: str) -> None:
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     """Read, validate and freeze a YAML config. ``overrides`` are dotted keys (``run.name``)."""
     path = Path(path)
-    src = str(path)
+    src = str(path) + (f" (overridden: {', '.join(overrides)})" if overrides else "")
     if not path.is_file():
         raise ConfigError(f"{src}: config file not found")
     try:

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""The self-poisoning scenario: the same teacher (trained on day only, weak at night) runs
-two rounds unguarded and two rounds guarded on the built-in data; a table shows, per round
-and slice, mAP50 and small-object recall of the model in service, and what the guard decided.
+"""The self-poisoning scenario: the same teacher (trained on 300 labeled images of which 30 are
+night, so weak at night) runs two rounds unguarded and two rounds guarded on the built-in data
+with the config's pseudo-label policy; a table shows, per round and slice, mAP50, AP50 and recall
+of small objects of the model in service, and what the guard decided.
 
 python tools/poisoning.py [--config configs/poison.yaml] [--rounds 2] [--student-epochs N]
 
