@@ -381,7 +381,7 @@ def _check(cfg: Config, src: str) -> None:
         raise _fail("guard.reference", "is required when a guarded slice sets max_gap", src)
     policies = cfg.policies()
     if cfg.student.augment not in policies:
-        raise _fail("student.augment", f"names no policy; valid: {sorted(policies)}", src)
+        raise _fail("student.augment", f"{cfg.student.augment!r} is not a policy; valid: {sorted(policies)}", src)
     from detst.augment import validate_policies  # albumentations is heavy: import on use
     validate_policies(policies, src)
 
