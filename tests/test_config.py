@@ -191,7 +191,7 @@ def test_range_edges_are_inclusive(tmp_path):
     ({"data.slices.dark": {"max_luminance": 40, "path_glob": "*night*"}}, "data.slices.dark needs exactly one of"),
     ({"data.slices.dark": {}}, "data.slices.dark needs exactly one of"),
     ({"data.slices.dark": {"attribute": "timeofday"}}, "data.slices.dark.equals is required with attribute"),
-    ({"student.augment": "stronger"}, "student.augment names no policy"),
+    ({"student.augment": "stronger"}, "student.augment 'stronger' is not a policy"),
 ])
 def test_conflicting_or_dangling_options_are_refused(tmp_path, changes, expect):
     assert expect in _error(tmp_path, _with(changes))
