@@ -1,8 +1,14 @@
 """Run one round of a tiny config with the fake labeler (real training): used by the kill test
-as a subprocess. python tests/fake_round.py CONFIG DATA_DIR"""
+as a subprocess. python tests/fake_round.py CONFIG DATA_DIR
+
+With DETST_TEST_KILL_BEFORE=<stage name> the process SIGKILLs itself just before that stage
+writes its marker: the window after a training has ended (and ultralytics has stripped its
+checkpoint) but before detst has recorded it."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -15,6 +21,19 @@ def main() -> int:
     from datasets.daynight import generate
     from detst.config import load_config
     from detst.round import run_round
+
+    kill_before = os.environ.get("DETST_TEST_KILL_BEFORE")
+    if kill_before:
+        from detst.runfolder import Stage
+
+        finish = Stage.finish
+
+        def finish_or_die(self, outputs, result=None):
+            if self.name == kill_before:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return finish(self, outputs, result)
+
+        Stage.finish = finish_or_die
 
     cfg_path, data_dir = Path(sys.argv[1]), Path(sys.argv[2])
     d = generate(data_dir, progress=False, **TINY)

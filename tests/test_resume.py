@@ -26,10 +26,14 @@ def _hashes(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix != ".cache"}
 
 
-def _run(cfg: Path, data: Path, kill_after: int | None = None, timeout: float = 300) -> int | None:
+def _run(cfg: Path, data: Path, kill_after: int | None = None, timeout: float = 300,
+         kill_before: str | None = None) -> int | None:
     """Run the fake round; with ``kill_after``, SIGKILL it once it has logged that many new events
-    (each stage logs as it finishes, so later counts reach later stages of a resumed round)."""
+    (each stage logs as it finishes, so later counts reach later stages of a resumed round); with
+    ``kill_before``, it kills itself just before that stage records that it finished."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if kill_before:
+        env["DETST_TEST_KILL_BEFORE"] = kill_before
     proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "fake_round.py"), str(cfg), str(data)],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     events = cfg.parent / "runs" / "kill" / "events.jsonl"
@@ -71,6 +75,21 @@ def test_sigkill_at_every_stage_then_resume(tmp_path, tiny_config):
     assert _hashes(run / "round_01") == r1                     # finished round untouched
     stages = [json.loads(line)["stage"] for line in (run / "events.jsonl").read_text().splitlines()]
     assert stages.count("decision") == 2
+
+
+@pytest.mark.parametrize("stage", ["train", "student"])
+def test_sigkill_after_a_training_ended_but_before_it_was_recorded_resumes_offline(tmp_path, tiny_config, stage):
+    """The window in which ultralytics has stripped last.pt (a resume would start a new coco8
+    training online) but the stage has no marker yet: the rerun must use the finished weights."""
+    cfg = tiny_config("kill")
+    data = tmp_path / "data"
+    assert _run(cfg, data, kill_before=stage) == -signal.SIGKILL
+    assert _run(cfg, data) in (0, 3, 4)
+    run = tmp_path / "runs" / "kill"
+    assert (run / "round_01" / "decision.json").exists()
+    assert not list(run.rglob("coco8*"))
+    for p in run.rglob("*.json"):
+        json.loads(p.read_text())
 
 
 LOCK_CHILD = """
