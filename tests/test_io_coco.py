@@ -337,3 +337,18 @@ def test_jpeg_with_bytes_after_its_end_marker_is_kept(tmp_path):
     p.write_bytes(p.read_bytes() + b"\x00" * 16)              # padding some cameras append
     cs = load_coco(_coco(tmp_path, [], images=[{"id": 1, "file_name": "tail.jpg"}]), tmp_path)
     assert [im.id for im in cs.images] == [1] and not cs.dropped
+
+
+def test_every_problem_of_a_file_is_reported_at_once(tmp_path):
+    """A duplicate image id, an unknown category and an xyxy box: one error naming the file and all
+    three, so the file is fixed in one go rather than one problem per run."""
+    _img(tmp_path / "b.png")
+    images = [{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}, {"id": 2, "file_name": "b.png"}]
+    anns = [_ann([1, 1, 5, 5], cat=9, image_id=1), _ann([60, 50, 90, 70], image_id=2), _ann([1, 1, 5, 5], image_id=2)]
+    path = _coco(tmp_path, anns, images=images)
+    with pytest.raises(DatasetError) as e:
+        load_coco(path, tmp_path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: 3 problems:")
+    assert "images[1].id 1 is used twice" in msg and "category_id 9 is not in 'categories'" in msg
+    assert "is it xyxy where COCO xywh belongs" in msg

@@ -57,52 +57,81 @@ def load_classes(data: dict[str, Any], source: Path) -> ClassMap:
     return ClassMap(tuple(ids), tuple(str(c["name"]) for c in cats))
 
 
+def raise_problems(source: Path, problems: list[str]) -> None:
+    """One DatasetError listing every problem found in a file (the first ten), so a user fixes
+    them in one go instead of one per run; nothing when ``problems`` is empty."""
+    if len(problems) == 1:
+        raise DatasetError(problems[0])
+    if problems:
+        shown = "\n  ".join(problems[:10])
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise DatasetError(f"{source}: {len(problems)} problems:\n  {shown}{more}")
+
+
 def load_images(data: dict[str, Any], source: Path, images_dir: Path, check_files: bool = True,
-                dropped: Counter | None = None, dropped_files: list[str] | None = None) -> list[ImageRecord]:
+                dropped: Counter | None = None, dropped_files: list[str] | None = None,
+                problems: list[str] | None = None) -> list[ImageRecord]:
     """COCO ``images`` -> ImageRecords. A file that is missing or unreadable is skipped and
-    counted in ``dropped``; a size that disagrees with the pixels is a DatasetError."""
+    counted in ``dropped``; a malformed entry or a size that disagrees with the pixels is a
+    DatasetError — all of them at once, or appended to ``problems`` when the caller collects."""
+    collect = [] if problems is None else problems
     dropped = Counter() if dropped is None else dropped
     files = [] if dropped_files is None else dropped_files
     imgs = data.get("images")
     if not isinstance(imgs, list):
         raise DatasetError(f"{source}: key 'images' must be a list")
-    out, seen = [], set()
+    out: list[ImageRecord] = []
+    seen: set[int] = set()
     for i, im in enumerate(imgs):
-        where = f"{source}: images[{i}]"
-        _check_keys(im, ("id", "file_name"), where)
-        iid = im["id"]
-        if not isinstance(iid, int) or isinstance(iid, bool):
-            raise DatasetError(f"{where}.id must be an integer, got {iid!r}")
-        if iid in seen:
-            raise DatasetError(f"{where}.id {iid} is used twice")
-        seen.add(iid)
-        path = (images_dir / im["file_name"]).resolve()
-        w, h = im.get("width"), im.get("height")
-        if check_files:
-            if not path.is_file():
-                dropped["image_missing"] += 1
-                files.append(f"image_missing: {path}")
-                continue
+        try:
+            rec = _image_record(im, i, source, images_dir, check_files, seen, dropped, files)
+        except DatasetError as e:
+            collect.append(str(e))
+            continue
+        if rec is not None:
+            out.append(rec)
+    if problems is None:
+        raise_problems(source, collect)
+    return out
+
+
+def _image_record(im: Any, i: int, source: Path, images_dir: Path, check_files: bool, seen: set[int],
+                  dropped: Counter, files: list[str]) -> ImageRecord | None:
+    """One ``images`` entry -> ImageRecord, or None when its file is missing or unreadable (counted)."""
+    where = f"{source}: images[{i}]"
+    _check_keys(im, ("id", "file_name"), where)
+    iid = im["id"]
+    if not isinstance(iid, int) or isinstance(iid, bool):
+        raise DatasetError(f"{where}.id must be an integer, got {iid!r}")
+    if iid in seen:
+        raise DatasetError(f"{where}.id {iid} is used twice")
+    seen.add(iid)
+    path = (images_dir / im["file_name"]).resolve()
+    w, h = im.get("width"), im.get("height")
+    if check_files:
+        reason = None
+        if not path.is_file():
+            reason = "image_missing"
+        else:
             try:
                 w_disk, h_disk = image_size(path)
+                if not is_intact(path):
+                    reason = "image_truncated"
             except DatasetError:
-                dropped["image_unreadable"] += 1
-                files.append(f"image_unreadable: {path}")
-                continue
-            if not is_intact(path):
-                dropped["image_truncated"] += 1
-                files.append(f"image_truncated: {path}")
-                continue
-            if w is not None and h is not None and (int(w), int(h)) != (w_disk, h_disk):
-                raise DatasetError(f"{where} ({path}): width/height in the JSON are {w}x{h} but the image is "
-                                   f"{w_disk}x{h_disk} after EXIF orientation")
-            w, h = w_disk, h_disk
-        elif w is None or h is None:
-            raise DatasetError(f"{where} is missing 'width'/'height'")
-        attrs = im.get("attributes") or {}
-        tags = {str(k): str(v) for k, v in attrs.items()}
-        out.append(ImageRecord(int(iid), path, int(w), int(h), tags))
-    return out
+                reason = "image_unreadable"
+        if reason is not None:
+            dropped[reason] += 1
+            files.append(f"{reason}: {path}")
+            return None
+        if w is not None and h is not None and (int(w), int(h)) != (w_disk, h_disk):
+            raise DatasetError(f"{where} ({path}): width/height in the JSON are {w}x{h} but the image is "
+                               f"{w_disk}x{h_disk} after EXIF orientation")
+        w, h = w_disk, h_disk
+    elif w is None or h is None:
+        raise DatasetError(f"{where} is missing 'width'/'height'")
+    attrs = im.get("attributes") or {}
+    tags = {str(k): str(v) for k, v in attrs.items()}
+    return ImageRecord(int(iid), path, int(w), int(h), tags)
 
 
 def read_coco_json(path: Path, key: str = "") -> dict[str, Any]:
@@ -132,50 +161,72 @@ def load_coco(annotations: Path, images_dir: Path, check_files: bool = True,
     classes = classes or file_classes
     dropped: Counter = Counter()
     dropped_files: list[str] = []
-    images = load_images(data, annotations, Path(images_dir), check_files, dropped, dropped_files)
+    problems: list[str] = []
+    images = load_images(data, annotations, Path(images_dir), check_files, dropped, dropped_files, problems)
     by_id = {im.id: im for im in images}
     rows: dict[int, list[tuple[list[float], int, int]]] = {im.id: [] for im in images}
     known_ids = {im["id"] for im in data["images"]}
     for i, a in enumerate(data.get("annotations") or []):
-        where = f"{annotations}: annotations[{i}]"
-        _check_keys(a, ("image_id", "category_id", "bbox"), where)
-        if a["image_id"] not in known_ids:
-            raise DatasetError(f"{where}.image_id {a['image_id']} names no entry of 'images'")
-        if a["image_id"] not in by_id:
-            dropped["box_of_dropped_image"] += 1
+        try:
+            row = _annotation_row(a, f"{annotations}: annotations[{i}]", known_ids, by_id, classes)
+        except DatasetError as e:
+            problems.append(str(e))
             continue
-        if a["category_id"] not in classes.category_ids:
-            raise DatasetError(f"{where}.category_id {a['category_id']} is not in 'categories' "
-                               f"{list(classes.category_ids)}")
-        bbox = a["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
-            raise DatasetError(f"{where}.bbox must be [x, y, width, height] numbers, got {bbox!r}")
-        rows[a["image_id"]].append((bbox, classes.to_index(a["category_id"]), int(a.get("iscrowd", 0))))
+        if row is None:
+            dropped["box_of_dropped_image"] += 1
+        else:
+            rows[a["image_id"]].append(row)
     boxes = {}
     for iid, rs in rows.items():
-        im = by_id[iid]
-        if not rs:
-            boxes[iid] = Detections.empty(("iscrowd",))
-            continue
-        xywh = np.array([r[0] for r in rs], dtype=np.float64)
-        if (xywh[:, 2:] < 0).any():
-            k = int(np.argmax((xywh[:, 2:] < 0).any(1)))
-            raise DatasetError(f"{annotations}: image {iid} ({im.path.name}) has a bbox with negative width/height "
-                               f"{xywh[k].tolist()}: bbox must be COCO [x, y, width, height], not xyxy")
-        xyxy = xywh_to_xyxy(xywh)
-        out_by = np.maximum.reduce([-xyxy[:, 0], -xyxy[:, 1], xyxy[:, 2] - im.width, xyxy[:, 3] - im.height])
-        if (out_by > CLIP_TOLERANCE_PX).any():
-            k = int(np.argmax(out_by))
-            raise DatasetError(f"{annotations}: image {iid} ({im.path.name}, {im.width}x{im.height}) has bbox "
-                               f"{xywh[k].tolist()} reaching {out_by[k]:.1f} px outside the image "
-                               f"(is it xyxy where COCO xywh belongs?)")
-        dropped["box_clipped"] += int((out_by > 0).sum())
-        xyxy = clip_xyxy(xyxy, im.width, im.height)
-        keep = (xyxy[:, 2] - xyxy[:, 0] > 0) & (xyxy[:, 3] - xyxy[:, 1] > 0)
-        dropped["box_degenerate"] += int((~keep).sum())
-        boxes[iid] = Detections(xyxy[keep], np.ones(int(keep.sum())), np.array([r[1] for r in rs])[keep],
-                                {"iscrowd": np.array([r[2] for r in rs])[keep]})
+        try:
+            boxes[iid] = _image_boxes(annotations, by_id[iid], rs, dropped)
+        except DatasetError as e:
+            problems.append(str(e))
+    raise_problems(annotations, problems)
     return CocoSet(annotations, images, boxes, classes, +dropped, dropped_files)
+
+
+def _annotation_row(a: Any, where: str, known_ids: set, by_id: dict[int, ImageRecord],
+                    classes: ClassMap) -> tuple[list[float], int, int] | None:
+    """One annotation -> (bbox xywh, class index, iscrowd), or None when its image was dropped."""
+    _check_keys(a, ("image_id", "category_id", "bbox"), where)
+    if a["image_id"] not in known_ids:
+        raise DatasetError(f"{where}.image_id {a['image_id']} names no entry of 'images'")
+    if a["image_id"] not in by_id:
+        return None
+    if a["category_id"] not in classes.category_ids:
+        raise DatasetError(f"{where}.category_id {a['category_id']} is not in 'categories' "
+                           f"{list(classes.category_ids)}")
+    bbox = a["bbox"]
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
+        raise DatasetError(f"{where}.bbox must be [x, y, width, height] numbers, got {bbox!r}")
+    return bbox, classes.to_index(a["category_id"]), int(a.get("iscrowd", 0))
+
+
+def _image_boxes(annotations: Path, im: ImageRecord, rs: list[tuple[list[float], int, int]],
+                 dropped: Counter) -> Detections:
+    """One image's annotation rows -> Detections (xyxy, clipped within tolerance; degenerate dropped)."""
+    iid = im.id
+    if not rs:
+        return Detections.empty(("iscrowd",))
+    xywh = np.array([r[0] for r in rs], dtype=np.float64)
+    if (xywh[:, 2:] < 0).any():
+        k = int(np.argmax((xywh[:, 2:] < 0).any(1)))
+        raise DatasetError(f"{annotations}: image {iid} ({im.path.name}) has a bbox with negative width/height "
+                           f"{xywh[k].tolist()}: bbox must be COCO [x, y, width, height], not xyxy")
+    xyxy = xywh_to_xyxy(xywh)
+    out_by = np.maximum.reduce([-xyxy[:, 0], -xyxy[:, 1], xyxy[:, 2] - im.width, xyxy[:, 3] - im.height])
+    if (out_by > CLIP_TOLERANCE_PX).any():
+        k = int(np.argmax(out_by))
+        raise DatasetError(f"{annotations}: image {iid} ({im.path.name}, {im.width}x{im.height}) has bbox "
+                           f"{xywh[k].tolist()} reaching {out_by[k]:.1f} px outside the image "
+                           f"(is it xyxy where COCO xywh belongs?)")
+    dropped["box_clipped"] += int((out_by > 0).sum())
+    xyxy = clip_xyxy(xyxy, im.width, im.height)
+    keep = (xyxy[:, 2] - xyxy[:, 0] > 0) & (xyxy[:, 3] - xyxy[:, 1] > 0)
+    dropped["box_degenerate"] += int((~keep).sum())
+    return Detections(xyxy[keep], np.ones(int(keep.sum())), np.array([r[1] for r in rs])[keep],
+                      {"iscrowd": np.array([r[2] for r in rs])[keep]})
 
 
 def image_entry(im: ImageRecord, slices: list[str] | None = None, base: Path | None = None) -> dict[str, Any]:
