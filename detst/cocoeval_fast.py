@@ -97,8 +97,8 @@ class FastCOCOeval(COCOeval):
         gtm = np.zeros((A, T, G))
         dtm = np.zeros((A, T, D))
         dtIg = np.zeros((A, T, D), dtype=bool)
-        if len(ious) and D and G:
-            raw = np.asarray(ious)                                                 # (D, G) in GT file order
+        if D and G:
+            raw = ious                                                             # (D, G) in GT file order
             ious_s = raw[:, order].transpose(1, 0, 2)                              # (A, D, G) per-area GT order
             thr = self._thr
             d_ids = np.array([d["id"] for d in dt], dtype=np.float64)

@@ -206,21 +206,12 @@ class PseudoResult:
         return d
 
 
+@paused_gc()
 def build_export(jsonl: Path, images: list[ImageRecord], image_slices: dict[int, list[str]], classes: ClassMap,
                  thresholds: Thresholds, *, band: float, cross_class_iou: float, per_slice: bool,
                  class_cap: int | None, info: dict[str, Any], images_base: Path | None = None,
                  on_image: Callable[[ImageRecord, Detections], None] | None = None) -> tuple[dict[str, Any], PseudoResult]:
     """Pseudo-label COCO dict (DESIGN.md's format) and the counts behind it."""
-    with paused_gc():
-        return _build_export(jsonl, images, image_slices, classes, thresholds, band=band,
-                             cross_class_iou=cross_class_iou, per_slice=per_slice, class_cap=class_cap, info=info,
-                             images_base=images_base, on_image=on_image)
-
-
-def _build_export(jsonl: Path, images: list[ImageRecord], image_slices: dict[int, list[str]], classes: ClassMap,
-                  thresholds: Thresholds, *, band: float, cross_class_iou: float, per_slice: bool,
-                  class_cap: int | None, info: dict[str, Any], images_base: Path | None,
-                  on_image: Callable[[ImageRecord, Detections], None] | None) -> tuple[dict[str, Any], PseudoResult]:
     by_id = {im.id: im for im in images}
     selected: dict[int, Detections] = {}
     dropped: Counter = Counter()

@@ -26,12 +26,12 @@ def predict_records(predictor: Predictor, records: list[Any], conf: float, batch
     error. A predictor with ``prepare``/``predict_prepared`` (the YOLO adapter) gets its
     letterboxing done in the decode threads; val and pool go through this same path, so
     thresholds calibrated on val predictions apply to pool predictions unchanged."""
-    prepare = getattr(predictor, "prepare", None)
-    run = getattr(predictor, "predict_prepared", None) if prepare is not None else None
-    for recs, items, errors in iter_image_batches(records, batch, workers, prepare=prepare if run else None):
+    prepare, run = getattr(predictor, "prepare", None), getattr(predictor, "predict_prepared", None)
+    if prepare is None or run is None:
+        prepare, run = None, predictor.predict
+    for recs, items, errors in iter_image_batches(records, batch, workers, prepare=prepare):
         ok = [k for k, it in enumerate(items) if it is not None]
-        todo = [items[k] for k in ok]
-        preds = (run(todo, conf=conf) if run else predictor.predict(todo, conf=conf)) if ok else []
+        preds = run([items[k] for k in ok], conf=conf) if ok else []
         dets: list[Detections | None] = [None] * len(recs)
         for k, d in zip(ok, preds):
             dets[k] = d

@@ -174,22 +174,24 @@ def _albumentations_check(expect: bool):
     return check
 
 
-def _checkpoint_state(yolo: Any, last: Path) -> str:
-    """``resumable`` (epoch and optimizer state kept), ``finished`` (stripped by ultralytics at the
-    end of training), or ``absent`` (missing or unreadable: train afresh).
+def _resumable(yolo: Any, last: Path) -> tuple[str, Any]:
+    """("resumable", the loaded model) when epoch and optimizer state are kept; ("finished", None)
+    when ultralytics stripped it at the end of training; ("absent", None) when missing or
+    unreadable (train afresh).
 
     Trap: ultralytics 8.4 given ``resume=True`` on a stripped checkpoint does not fail; it warns
     and starts a *new* training with its defaults (``data=coco8.yaml``, which it then tries to
     download). A round killed between the end of training and its stage marker hits exactly that."""
     if not last.exists():
-        return "absent"
+        return "absent", None
     try:
-        ckpt = yolo.YOLO(str(last), task="detect").ckpt or {}
+        model = yolo.YOLO(str(last), task="detect")
     except Exception:  # noqa: BLE001 - a half-written checkpoint of a killed run: start over
-        return "absent"
+        return "absent", None
+    ckpt = model.ckpt or {}
     if ckpt.get("epoch", -1) >= 0 and ckpt.get("optimizer") is not None:
-        return "resumable"
-    return "finished"
+        return "resumable", model
+    return "finished", None
 
 
 def train(source: str | Path, data_yaml: Path, out_dir: Path, *, imgsz: int, epochs: int, time: float | None,
@@ -205,9 +207,8 @@ def train(source: str | Path, data_yaml: Path, out_dir: Path, *, imgsz: int, epo
     yolo = _ultralytics()
     out_dir = Path(out_dir).resolve()
     dev = resolve_device(device)
-    state = _checkpoint_state(yolo, out_dir / "weights" / "last.pt") if resume else "absent"
+    state, model = _resumable(yolo, out_dir / "weights" / "last.pt") if resume else ("absent", None)
     if state == "resumable":
-        model = yolo.YOLO(str(out_dir / "weights" / "last.pt"), task="detect")
         model.add_callback("on_train_start", _albumentations_check(bool(augmentations)))
         for event, fn in (callbacks or {}).items():
             model.add_callback(event, fn)
