@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,8 @@ from torchvision.ops import nms
 from tqdm import tqdm
 
 from detst.boxes import SIZE_BUCKETS, iou_matrix, size_bucket_index
+from detst.io import rows
 from detst.io.coco import annotation_entries, image_entry
-from detst.io.files import atomic_write_text
 from detst.io.images import iter_image_batches
 from detst.models import Predictor, predict_records
 from detst.perf import paused_gc
@@ -48,22 +48,6 @@ def flip_consistent(dets: Detections, flipped: Detections, width: int, iou: floa
     return (np.where(same, ious, 0) >= iou).any(1)
 
 
-def _write_rows(jsonl: Path, rows: Iterable[dict[str, Any]]) -> None:
-    atomic_write_text(jsonl, "".join(json.dumps(r) + "\n" for r in rows))
-
-
-def _read_done(jsonl: Path) -> dict[int, dict[str, Any]]:
-    done = {}
-    if jsonl.exists():
-        for line in jsonl.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break            # a line cut by a crash: everything after it is redone
-            done[row["id"]] = row
-    return done
-
-
 def _predict_with_flips(predictor: Predictor, records: list[ImageRecord], conf: float, batch: int, workers: int,
                         flip_iou: float, counts: Counter):
     """Like ``predict_records``, keeping only boxes the mirrored view agrees with."""
@@ -84,9 +68,7 @@ def predict_pool(predictor: Predictor, images: list[ImageRecord], jsonl: Path, *
                  desc: str = "pseudo-labeling") -> Counter:
     """Append one JSON line per image (raw detections or a decode error) to ``jsonl``.
     Images already in the file are skipped (resume). Returns counts of what happened."""
-    done = _read_done(jsonl)
-    if jsonl.exists():       # rewrite without a torn last line before appending
-        _write_rows(jsonl, done.values())
+    done = rows.repair(jsonl)        # a line cut by a crash is removed before appending
     todo = [im for im in images if im.id not in done]
     counts: Counter = Counter(resumed=len(images) - len(todo))
     with open(jsonl, "a") as f, tqdm(total=len(images), initial=len(images) - len(todo), desc=desc,
@@ -114,31 +96,24 @@ def predict_pool(predictor: Predictor, images: list[ImageRecord], jsonl: Path, *
 def merge_shard_rows(rdir: Path, key: str, jsonl: Path) -> int:
     """Append to ``jsonl`` the rows of every shard file of ``rdir/shards`` made for the same
     inputs (its .key equals ``key``) that ``jsonl`` lacks; returns how many were added."""
-    done = _read_done(jsonl)
-    added = {}
-    for keyfile in sorted((rdir / "shards").glob("pool_predictions-*.key")):
-        if keyfile.read_text() != key:
-            continue
-        for iid, row in _read_done(keyfile.with_suffix(".jsonl")).items():
-            if iid not in done and iid not in added:
-                added[iid] = row
-    if added:
-        _write_rows(jsonl, [*done.values(), *added.values()])
-    return len(added)
+    shards = [k.with_suffix(".jsonl") for k in sorted((rdir / "shards").glob("pool_predictions-*.key"))
+              if k.read_text() == key]
+    return rows.merge(jsonl, shards)
 
 
 def reorder_rows(jsonl: Path, order: list[int]) -> None:
-    """Rewrite ``jsonl`` with its rows in ``order`` (pool order), whatever order they were made in."""
-    done = _read_done(jsonl)
-    _write_rows(jsonl, [done[i] for i in order if i in done])
+    """Put ``jsonl``'s rows in ``order`` (pool order), whatever order they were made in."""
+    rows.reorder(jsonl, order)
 
 
 def iter_predictions(jsonl: Path) -> Iterator[tuple[int, Detections | None, str | None]]:
-    for iid, row in _read_done(jsonl).items():
+    """(image id, raw detections or None, decode error or None) per row, streamed from the file."""
+    for row in rows.read(jsonl):
         if "error" in row:
-            yield iid, None, row["error"]
+            yield row["id"], None, row["error"]
         else:
-            yield iid, Detections(np.array(row["xyxy"], np.float32).reshape(-1, 4), row["score"], row["cls"]), None
+            xyxy = np.array(row["xyxy"], np.float32).reshape(-1, 4)
+            yield row["id"], Detections(xyxy, row["score"], row["cls"]), None
 
 
 # ------------------------------------------------------------------ pass 2: pure selection

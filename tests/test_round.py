@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -110,6 +111,50 @@ def test_yolo_detector_matches_ultralytics_predict_on_same_and_mixed_shapes(two_
         np.testing.assert_allclose(mine.xyxy, ref.boxes.xyxy.numpy(), atol=1e-3)
         np.testing.assert_allclose(mine.score, ref.boxes.conf.numpy(), atol=1e-5)
         np.testing.assert_array_equal(mine.class_id, ref.boxes.cls.numpy().astype(np.int64))
+
+
+def test_batches_side_by_side_on_the_cpu_give_the_detections_of_one_batch_at_a_time(two_rounds, tmp_path):
+    """On the CPU ``predict_records`` runs one batch per core, each on its own model replica; with
+    images of several shapes in flight at once (the Detect head caches anchors per shape) the
+    detections are bit for bit those of the adapter run one batch at a time with the same torch
+    thread count, in input order, and torch's thread count is what it was before."""
+    import cv2
+    import torch
+
+    from detst.io.images import read_image
+    from detst.models import predict_records
+    from detst.models.yolo import YoloDetector
+    from detst.structures import ImageRecord
+
+    cfg, first, _, _ = two_rounds
+    w = json.loads((first.folder / "teacher.json").read_text())["weights"]
+    det = YoloDetector(w, "cpu", imgsz=128)
+    files = sorted((cfg.run_dir / "data" / "daynight" / "val" / "images").glob("*.jpg"))
+    recs = []
+    for k, f in enumerate(files * 4):
+        img = read_image(f)[0]
+        if k % 3:
+            img = cv2.resize(img, (128 + 32 * (k % 3), 96))       # three shapes: neighbours differ
+        cv2.imwrite(str(tmp_path / f"{k}.png"), img)
+        recs.append(ImageRecord(k + 1, tmp_path / f"{k}.png", img.shape[1], img.shape[0]))
+    with det._net() as a, det._net() as b:           # two batches at once: two replicas ...
+        assert a is not b
+    with det._net() as c:                             # ... kept for the next pass, not copied again
+        assert c is a or c is b
+    threads = torch.get_num_threads()
+    with det.concurrent() as lanes:
+        assert lanes == (1 if (os.cpu_count() or 1) < 2 else min(os.cpu_count(), 4))
+    got = [(r.id, d) for rs, ds, _ in predict_records(det, recs, conf=0.001, batch=1, workers=2)
+           for r, d in zip(rs, ds)]
+    assert torch.get_num_threads() == threads
+    assert [i for i, _ in got] == [r.id for r in recs]
+    assert sum(len(d) for _, d in got) > 0
+    with det.concurrent():                            # the same torch thread count, one batch at a time
+        ref = [det.predict([read_image(r.path)[0]], conf=0.001)[0] for r in recs]
+    for (_, mine), theirs in zip(got, ref):
+        np.testing.assert_array_equal(mine.xyxy, theirs.xyxy)
+        np.testing.assert_array_equal(mine.score, theirs.score)
+        np.testing.assert_array_equal(mine.class_id, theirs.class_id)
 
 
 def test_same_teacher_same_pool_gives_byte_identical_pseudo_labels(two_rounds, tmp_path):
