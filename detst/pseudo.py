@@ -120,34 +120,43 @@ def iter_predictions(jsonl: Path) -> Iterator[tuple[int, Detections | None, str 
 
 def dedup_across_classes(dets: Detections, iou: float) -> np.ndarray:
     """(N,) bool keep-mask: among overlapping boxes (IoU >= ``iou``) of any class, the best score wins."""
-    if len(dets) < 2:
-        return np.ones(len(dets), bool)
-    keep_idx = nms(torch.from_numpy(dets.xyxy.astype(np.float32)), torch.from_numpy(dets.score), iou).numpy()
-    mask = np.zeros(len(dets), bool)
+    return _dedup(dets.xyxy, dets.score, iou)
+
+
+def _dedup(xyxy: np.ndarray, score: np.ndarray, iou: float) -> np.ndarray:
+    if len(xyxy) < 2:
+        return np.ones(len(xyxy), bool)
+    keep_idx = nms(torch.from_numpy(np.ascontiguousarray(xyxy, np.float32)), torch.from_numpy(score), iou).numpy()
+    mask = np.zeros(len(xyxy), bool)
     mask[keep_idx] = True
     return mask
 
 
-def threshold_for(thresholds: Thresholds, dets: Detections, image_slices: list[str], per_slice: bool) -> np.ndarray:
-    """(N,) thresholds: the cell of each box; with per-slice cells, the strictest of the image's slices."""
-    size = size_bucket_index(dets.area)
-    cands = [s for s in image_slices if per_slice and any(k[0] == s for k in thresholds.cells)] or [ANY]
-    return np.max([thresholds.lookup(dets.class_id, size, s) for s in cands], axis=0) if len(dets) else \
-        np.zeros(0, np.float32)
+def threshold_for(thresholds: Thresholds, dets: Detections, image_slices: list[str], per_slice: bool,
+                  size: np.ndarray | None = None) -> np.ndarray:
+    """(N,) thresholds: the cell of each box; with per-slice cells, the strictest of the image's slices.
+    ``size``: the boxes' size bucket indices when the caller has them already."""
+    if not len(dets):
+        return np.zeros(0, np.float32)
+    size = size_bucket_index(dets.area) if size is None else size
+    cands = [s for s in image_slices if s in thresholds.sliced] if per_slice else []
+    if len(cands) < 2:
+        return thresholds.lookup(dets.class_id, size, cands[0] if cands else ANY)
+    return np.max([thresholds.lookup(dets.class_id, size, s) for s in cands], axis=0)
 
 
 def select(dets: Detections, thr: np.ndarray, band: float, cross_class_iou: float) -> tuple[Detections, Counter]:
     """-> (kept + ignore boxes with extras threshold/status/iscrowd, counts of drops by reason)."""
     counts: Counter = Counter()
-    cand = dets.score >= thr - band
-    counts["below_band"] += int((~cand).sum())
-    d, t = dets[cand], thr[cand]
-    keep = dedup_across_classes(d, cross_class_iou)
-    counts["cross_class_duplicate"] += int((~keep).sum())
-    d, t = d[keep], t[keep]
-    status = np.where(d.score >= t, KEEP, IGNORE)
-    return (d.with_extra("threshold", t).with_extra("status", status)
-             .with_extra("iscrowd", (status == IGNORE).astype(np.int64))), counts
+    cand = np.flatnonzero(dets.score >= thr - band)
+    counts["below_band"] += len(dets) - len(cand)
+    rows = cand[_dedup(dets.xyxy[cand], dets.score[cand], cross_class_iou)]
+    counts["cross_class_duplicate"] += len(cand) - len(rows)
+    t = thr[rows]
+    status = np.where(dets.score[rows] >= t, KEEP, IGNORE)
+    extras = {**{k: v[rows] for k, v in dets.extras.items()}, "threshold": t, "status": status,
+              "iscrowd": (status == IGNORE).astype(np.int64)}
+    return Detections(dets.xyxy[rows], dets.score[rows], dets.class_id[rows], extras), counts
 
 
 def class_cap_scores(kept_scores: dict[int, list[float]], cap: int | None) -> dict[int, float]:
@@ -198,10 +207,11 @@ def build_export(jsonl: Path, images: list[ImageRecord], image_slices: dict[int,
         if d is None:
             errors.append(iid)
             continue
-        thr = threshold_for(thresholds, d, image_slices.get(iid, []), per_slice)
-        below = d.score < thr - band
-        for b in size_bucket_index(d.area[below]):
-            by_size[SIZE_BUCKETS[int(b)]] += 1
+        size = size_bucket_index(d.area)
+        thr = threshold_for(thresholds, d, image_slices.get(iid, []), per_slice, size)
+        below = np.bincount(size[d.score < thr - band], minlength=len(SIZE_BUCKETS))
+        for b, n in zip(SIZE_BUCKETS, below.tolist()):
+            by_size[b] += n
         sel, c = select(d, thr, band, cross_class_iou)
         dropped.update(c)
         selected[iid] = sel
@@ -241,12 +251,10 @@ def build_export(jsonl: Path, images: list[ImageRecord], image_slices: dict[int,
         per_image[im.id] = int(sum(kept))
         d = d.with_extra("size_bucket", np.array(buckets, dtype=object))
         img_entries.append(image_entry(im, image_slices.get(im.id, []), images_base))
-        anns += annotation_entries(im.id, d, classes, len(anns) + 1, extras=("score", "threshold", "size_bucket"))
+        anns += annotation_entries(im.id, d, classes, len(anns) + 1, extras=("score", "threshold", "size_bucket"),
+                                   digits={"score": 5, "threshold": 5})
         if on_image is not None:
             on_image(im, d)
-    for a in anns:
-        a["score"] = round(float(a["score"]), 5)
-        a["threshold"] = round(float(a["threshold"]), 5)
     n_kept = sum(hist.values())
     n_ign = sum(1 for a in anns if a["iscrowd"])
     coco = {"info": {**info, "description": "detst pseudo-labels", "unreadable_images": errors},

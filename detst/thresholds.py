@@ -99,6 +99,15 @@ class Thresholds:
     classes: ClassMap
     _tables: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
+    _sliced: frozenset[str] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def sliced(self) -> frozenset[str]:
+        """The slices that have cells of their own."""
+        if self._sliced is None:
+            self._sliced = frozenset(k[0] for k in self.cells if k[0] != ANY)
+        return self._sliced
+
     def lookup(self, class_id: np.ndarray, size_idx: np.ndarray, slice_name: str = ANY) -> np.ndarray:
         """(N,) class indices, (N,) size bucket indices -> (N,) thresholds."""
         return self.table(slice_name)[np.asarray(class_id, np.int64), np.asarray(size_idx, np.int64)]

@@ -241,23 +241,30 @@ def image_entry(im: ImageRecord, slices: list[str] | None = None, base: Path | N
 
 
 def annotation_entries(image_id: int, dets: Detections, classes: ClassMap, first_id: int,
-                       extras: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Detections of one image -> COCO annotations with ids from ``first_id`` (>= 1)."""
+                       extras: tuple[str, ...] = (), digits: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Detections of one image -> COCO annotations with ids from ``first_id`` (>= 1); ``extras``
+    (``score`` or names in ``dets.extras``) become keys of their own, rounded to ``digits[name]``
+    decimals where given."""
     if first_id < 1:
         raise ValueError("COCO annotation ids start at 1 (id 0 is falsy in pycocotools)")
+    n = len(dets)
     xywh = np.round(xyxy_to_xywh(dets.xyxy), 2).tolist()
     area = np.round(areas_xyxy(dets.xyxy), 2).tolist()
-    iscrowd = np.asarray(dets.extras.get("iscrowd", np.zeros(len(dets), np.int64))).astype(np.int64).tolist()
-    cats = [classes.category_ids[int(c)] for c in dets.class_id]
+    iscrowd = np.asarray(dets.extras.get("iscrowd", np.zeros(n, np.int64))).astype(np.int64).tolist()
+    cats = [classes.category_ids[c] for c in dets.class_id.tolist()]
+    columns = []
+    for name in extras:
+        col = dets.score.tolist() if name == "score" else dets.extras[name].tolist() if name in dets.extras else [None] * n
+        if digits and name in digits:
+            col = [round(float(v), digits[name]) for v in col]
+        columns.append((name, col))
+    image_id = int(image_id)
     out = []
-    for k in range(len(dets)):
-        a: dict[str, Any] = {
-            "id": first_id + k, "image_id": int(image_id), "category_id": cats[k],
-            "bbox": xywh[k], "area": area[k], "iscrowd": iscrowd[k], "segmentation": [],
-        }
-        for name in extras:
-            v = dets.score[k] if name == "score" else dets.extras[name][k] if name in dets.extras else None
-            a[name] = v.item() if hasattr(v, "item") else v
+    for k in range(n):
+        a: dict[str, Any] = {"id": first_id + k, "image_id": image_id, "category_id": cats[k], "bbox": xywh[k],
+                             "area": area[k], "iscrowd": iscrowd[k], "segmentation": []}
+        for name, col in columns:
+            a[name] = col[k]
         out.append(a)
     return out
 
