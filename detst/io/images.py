@@ -88,6 +88,8 @@ def to_bgr8(img: np.ndarray) -> tuple[np.ndarray, str | None]:
 
 def _has_alpha(data: np.ndarray) -> bool:
     """True when the encoded image carries an alpha channel or a transparent colour (header only)."""
+    if data[:3].tobytes() == b"\xff\xd8\xff":       # JPEG has neither: no need to parse the header
+        return False
     try:
         with Image.open(io.BytesIO(data.tobytes())) as im:
             return im.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info
