@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from detst.boxes import SIZE_BUCKETS, iou_matrix, size_bucket_index
 from detst.io import rows
-from detst.io.coco import annotation_entries, image_entry
+from detst.io.coco import CocoWriter, annotation_entries, image_entry
 from detst.io.images import iter_image_batches
 from detst.models import Predictor, predict_records
 from detst.perf import paused_gc
@@ -183,6 +183,7 @@ class PseudoResult:
     per_image_kept: dict[int, int] = field(default_factory=dict)
     mean_kept_score: float | None = None
     dropped_by_size: dict[str, int] = field(default_factory=dict)
+    content_key: str | None = None               # of the images and annotations, when written to a file
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -190,12 +191,33 @@ class PseudoResult:
         return d
 
 
+class _Collected:
+    """``build_export``'s sink when no file is given: the COCO lists in memory."""
+
+    def __init__(self) -> None:
+        self.images: list[dict[str, Any]] = []
+        self.anns: list[dict[str, Any]] = []
+        self.n_annotations = 0
+
+    def image(self, entry: dict[str, Any]) -> None:
+        self.images.append(entry)
+
+    def annotations(self, entries: list[dict[str, Any]]) -> None:
+        self.anns += entries
+        self.n_annotations += len(entries)
+
+
 @paused_gc()
 def build_export(jsonl: Path, images: list[ImageRecord], image_slices: dict[int, list[str]], classes: ClassMap,
                  thresholds: Thresholds, *, band: float, cross_class_iou: float, per_slice: bool,
                  class_cap: int | None, info: dict[str, Any], images_base: Path | None = None,
-                 on_image: Callable[[ImageRecord, Detections], None] | None = None) -> tuple[dict[str, Any], PseudoResult]:
-    """Pseudo-label COCO dict (DESIGN.md's format) and the counts behind it."""
+                 on_image: Callable[[ImageRecord, Detections], None] | None = None,
+                 out: Path | None = None) -> tuple[dict[str, Any] | None, PseudoResult]:
+    """Pseudo-label COCO (DESIGN.md's format) and the counts behind it.
+
+    With ``out``, the COCO file is streamed there (memory: the selected boxes, not the file's
+    entries) and the dict returned is None; ``PseudoResult.content_key`` then keys its images and
+    annotations. Without, the COCO dict is returned."""
     by_id = {im.id: im for im in images}
     selected: dict[int, Detections] = {}
     dropped: Counter = Counter()
@@ -222,16 +244,16 @@ def build_export(jsonl: Path, images: list[ImageRecord], image_slices: dict[int,
             if st == KEEP:
                 kept_scores.setdefault(int(c), []).append(float(s))
     caps = class_cap_scores(kept_scores, class_cap)
-    anns: list[dict[str, Any]] = []
-    img_entries = []
+    sink: CocoWriter | _Collected = CocoWriter(out) if out is not None else _Collected()
     cells: dict[str, Counter] = {}
     hist: Counter = Counter()
     per_image: dict[int, int] = {}
     kept_sum = 0.0
+    n_images = n_ign = 0
     for im in images:
         if im.id not in selected:
             continue
-        d = selected[im.id]
+        d = selected.pop(im.id)                 # the entries are made: its selection is not needed again
         if caps and len(d):
             cap_thr = np.array([caps.get(int(c), -1.0) for c in d.class_id])
             over = (d.extras["status"] == KEEP) & (d.score < cap_thr)
@@ -249,17 +271,25 @@ def build_export(jsonl: Path, images: list[ImageRecord], image_slices: dict[int,
                 hist[cname] += 1
                 kept_sum += score
         per_image[im.id] = int(sum(kept))
+        n_ign += len(kept) - per_image[im.id]
+        n_images += 1
         d = d.with_extra("size_bucket", np.array(buckets, dtype=object))
-        img_entries.append(image_entry(im, image_slices.get(im.id, []), images_base))
-        anns += annotation_entries(im.id, d, classes, len(anns) + 1, extras=("score", "threshold", "size_bucket"),
-                                   digits={"score": 5, "threshold": 5})
+        sink.image(image_entry(im, image_slices.get(im.id, []), images_base))
+        sink.annotations(annotation_entries(im.id, d, classes, sink.n_annotations + 1,
+                                            extras=("score", "threshold", "size_bucket"),
+                                            digits={"score": 5, "threshold": 5}))
         if on_image is not None:
             on_image(im, d)
     n_kept = sum(hist.values())
-    n_ign = sum(1 for a in anns if a["iscrowd"])
-    coco = {"info": {**info, "description": "detst pseudo-labels", "unreadable_images": errors},
-            "licenses": [], "images": img_entries, "annotations": anns, "categories": classes.coco_categories()}
-    result = PseudoResult(len(img_entries), n_kept, n_ign, {k: dict(v) for k, v in sorted(cells.items())},
+    info = {**info, "description": "detst pseudo-labels", "unreadable_images": errors}
+    coco, key = None, None
+    if isinstance(sink, CocoWriter):
+        key = sink.close(info, classes.coco_categories())
+    else:
+        coco = {"info": info, "licenses": [], "images": sink.images, "annotations": sink.anns,
+                "categories": classes.coco_categories()}
+    result = PseudoResult(n_images, n_kept, n_ign, {k: dict(v) for k, v in sorted(cells.items())},
                           {n: hist.get(n, 0) for n in classes.names}, dict(+dropped), per_image,
-                          kept_sum / n_kept if n_kept else None, {b: by_size.get(b, 0) for b in SIZE_BUCKETS})
+                          kept_sum / n_kept if n_kept else None, {b: by_size.get(b, 0) for b in SIZE_BUCKETS},
+                          key)
     return coco, result

@@ -29,7 +29,7 @@ from detst.io.coco import detections_to_results
 from detst.io.files import atomic_write_text, read_json, write_json
 from detst.models import Predictor, predict_records
 from detst.pseudo import build_export, merge_shard_rows, predict_pool, reorder_rows
-from detst.runfolder import DECISION, EventLog, Stage, current_round, file_hash, key_hash, round_dirs, run_lock
+from detst.runfolder import DECISION, EventLog, Stage, current_round, file_hash, round_dirs, run_lock
 from detst.stats import ap50 as boot_ap50
 from detst.stats import bootstrap_ci, image_records, recall
 from detst.structures import Detections
@@ -328,14 +328,14 @@ def run_round(cfg: Config, predictor_factory: PredictorFactory | None = None, pr
             log("pseudo", f"teacher ran on {len(admitted)} pool images ({merged} from shards)", counts=dict(counts))
         pseudo_dir = rdir / "student_data" / "pseudo"
         items: list[tuple[Any, Detections]] = []
-        coco, pres = build_export(jsonl, admitted, data.pool_tags, data.classes, th, band=p.ignore_band,
+        _, pres = build_export(jsonl, admitted, data.pool_tags, data.classes, th, band=p.ignore_band,
                                   cross_class_iou=p.cross_class_iou, per_slice=p.per_slice, class_cap=p.class_cap,
                                   info={"round": idx, "teacher": str(teacher_w), "teacher_sha256_16": tkey,
                                         "precision_target": target, "config_hash": cfg.hash(),
                                         "excluded_slices": pre.excluded, "excluded_images": len(excluded_ids),
                                         "thresholds": "thresholds.json"},
-                                  on_image=lambda im, d: items.append((im, d)))
-        write_json(rdir / "pseudo_labels.json", coco, indent=None)   # compact: it can be large
+                                  on_image=lambda im, d: items.append((im, d)),
+                                  out=rdir / "pseudo_labels.json")    # streamed, compact: it can be large
         write_json(rdir / "pseudo_summary.json", {**pres.to_json(), "pool_dropped": dict(data.pool_dropped),
                                                   "excluded_images": len(excluded_ids)})
         log("pseudo", f"{pres.n_kept} boxes kept, {pres.n_ignored} ignore regions on {pres.n_images} images; "
@@ -352,8 +352,7 @@ def run_round(cfg: Config, predictor_factory: PredictorFactory | None = None, pr
         # -- student ---------------------------------------------------------------------------
         policy = build_policy(cfg.policies()[cfg.student.augment], f"augment.{cfg.student.augment}", cfg.source)
         write_json(rdir / "augment_policy.json", {"name": cfg.student.augment, "transforms": describe_policy(policy)})
-        exported = read_json(rdir / "pseudo_labels.json")      # by content: "info" names the round
-        skey = {"teacher": tkey, "pseudo": key_hash({"images": exported["images"], "annotations": exported["annotations"]}),
+        skey = {"teacher": tkey, "pseudo": pres.content_key,     # by content: "info" names the round
                 "train": dataclasses.asdict(cfg.student.train), "policy": cfg.student.augment,
                 "imgsz": cfg.model.imgsz, "seed": cfg.run.seed, "labeled": str(yolo_sets[0])}
         sst = Stage(rdir, "student", skey)

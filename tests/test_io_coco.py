@@ -352,3 +352,32 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path):
     assert msg.startswith(f"{path}: 3 problems:")
     assert "images[1].id 1 is used twice" in msg and "category_id 9 is not in 'categories'" in msg
     assert "is it xyxy where COCO xywh belongs" in msg
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 4096])
+@pytest.mark.parametrize("n_images", [0, 1, 5])
+def test_streamed_coco_file_equals_the_dict_written_at_once_and_its_key(tmp_path, chunk, n_images):
+    """The pseudo-label file is written entry by entry (memory: one chunk); its bytes and content
+    key are those of the whole dict, however the entries fall into chunks (none, one, several)."""
+    from detst.io.coco import CocoWriter
+    from detst.io.files import write_json
+    from detst.runfolder import key_hash
+
+    info = {"round": 1, "unreadable_images": [7]}
+    cats = [{"id": 1, "name": "car", "supercategory": ""}]
+    images, anns = [], []
+    w = CocoWriter(tmp_path / "stream.json", chunk=chunk)
+    for i in range(1, n_images + 1):
+        im = {"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48, "slices": ["night"]}
+        a = [{"id": len(anns) + k + 1, "image_id": i, "category_id": 1, "bbox": [1.5, 2.0, 3.25, 4.0], "area": 13.0,
+              "iscrowd": k % 2, "segmentation": [], "score": 0.12345} for k in range(i % 3)]
+        images.append(im)
+        anns += a
+        w.image(im)
+        w.annotations(a)
+    key = w.close(info, cats)
+    write_json(tmp_path / "dict.json", {"info": info, "licenses": [], "images": images, "annotations": anns,
+                                        "categories": cats}, indent=None)
+    assert (tmp_path / "stream.json").read_bytes() == (tmp_path / "dict.json").read_bytes()
+    assert key == key_hash({"images": images, "annotations": anns})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dict.json", "stream.json"]     # no spool left behind

@@ -288,3 +288,76 @@ def gt_dataset(images: list[ImageRecord], boxes: dict[int, Detections], classes:
     return {"info": {"description": "detst"}, "licenses": [],
             "images": [image_entry(im) for im in images], "annotations": anns,
             "categories": classes.coco_categories()}
+
+
+class CocoWriter:
+    """Writes a COCO file entry by entry, so that memory holds one chunk of entries, not the file.
+
+    The bytes equal ``write_json(path, {"info", "licenses": [], "images", "annotations",
+    "categories"}, indent=None)``; ``close`` returns the 16-hex-digit key of the content,
+    ``key_hash({"images": ..., "annotations": ...})`` of that dict, computed while writing.
+    Entries are spooled to two temporary files beside ``path`` (images come before annotations
+    in the file, but are made interleaved); ``path`` is replaced atomically at ``close``."""
+
+    def __init__(self, path: Path, chunk: int = 4096) -> None:
+        import tempfile
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.chunk = chunk
+        self.n_images = self.n_annotations = 0
+        self._spools = {k: tempfile.TemporaryFile(dir=self.path.parent, prefix=f".{self.path.name}.{k}.")
+                        for k in ("images", "annotations")}
+        self._pending: dict[str, list[dict[str, Any]]] = {"images": [], "annotations": []}
+        self._started = {"images": False, "annotations": False}
+
+    def image(self, entry: dict[str, Any]) -> None:
+        self._add("images", [entry])
+        self.n_images += 1
+
+    def annotations(self, entries: list[dict[str, Any]]) -> None:
+        self._add("annotations", entries)
+        self.n_annotations += len(entries)
+
+    def _add(self, kind: str, entries: list[dict[str, Any]]) -> None:
+        self._pending[kind] += entries
+        if len(self._pending[kind]) >= self.chunk:
+            self._flush(kind)
+
+    def _flush(self, kind: str) -> None:
+        from detst.io.files import dumps_json
+
+        if self._pending[kind]:
+            text = dumps_json(self._pending[kind], None)[1:-1]      # the entries, without the brackets
+            self._spools[kind].write(((", " if self._started[kind] else "") + text).encode("utf-8"))
+            self._started[kind] = True
+            self._pending[kind] = []
+
+    def close(self, info: dict[str, Any], categories: list[dict[str, Any]]) -> str:
+        import hashlib
+
+        from detst.io.files import atomic_writer, dumps_json
+
+        key = hashlib.sha256()
+        try:
+            with atomic_writer(self.path) as out:
+                out.write(f'{{"info": {dumps_json(info, None)}, "licenses": [], '.encode())
+                key.update(b"{")
+                for k, kind in enumerate(("images", "annotations")):
+                    self._flush(kind)
+                    head = f'{", " if k else ""}"{kind}": ['.encode()
+                    out.write(head)
+                    key.update(head)
+                    spool = self._spools[kind]
+                    spool.seek(0)
+                    while block := spool.read(1 << 20):
+                        out.write(block)
+                        key.update(block)
+                    out.write(b"]")
+                    key.update(b"]")
+                key.update(b"}")
+                out.write(f', "categories": {dumps_json(categories, None)}}}\n'.encode())
+        finally:
+            for spool in self._spools.values():
+                spool.close()
+        return key.hexdigest()[:16]
