@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from detst.boxes import SIZE_BUCKETS
+from detst.io import rows
 from detst.io.files import atomic_write_bytes, atomic_write_text, read_json, write_json
 
 
@@ -140,15 +141,12 @@ def _plots(rdir: Path, summary: dict[str, Any], pre: dict, th: dict, pseudo: dic
     coco = _load(rdir / "pseudo_labels.json")
     if jsonl.exists() and coco:
         slices_of = {im["id"]: im.get("slices", ["all"]) for im in coco["images"]}
-        scores: dict[str, list[float]] = {}
-        for line in jsonl.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break
+        scores: dict[str, list[np.ndarray]] = {}
+        for row in rows.read(jsonl):           # streamed: the raw detections of the whole pool can be large
+            got = np.asarray(row.get("score", []), np.float32)
             for s in slices_of.get(row["id"], []):
-                scores.setdefault(s, []).extend(row.get("score", []))
-        made.append(P.score_histograms({k: np.array(v) for k, v in scores.items()},
+                scores.setdefault(s, []).append(got)
+        made.append(P.score_histograms({k: np.concatenate(v) for k, v in scores.items()},
                                        [c["threshold"] for c in cells], out / "score_histograms.png"))
         made += P.pool_examples(coco, out)
     tv, sv = _load(rdir / "teacher_val_predictions.json"), _load(rdir / "student_val_predictions.json")
