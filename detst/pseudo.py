@@ -25,8 +25,7 @@ from tqdm import tqdm
 from detst.boxes import SIZE_BUCKETS, iou_matrix, size_bucket_index
 from detst.io import rows
 from detst.io.coco import CocoWriter, annotation_entries, image_entry
-from detst.io.images import iter_image_batches
-from detst.models import Predictor, predict_records
+from detst.models import Predictor, predict_records, run_batches
 from detst.perf import paused_gc
 from detst.structures import ClassMap, Detections, ImageRecord
 from detst.thresholds import ANY, Thresholds
@@ -51,15 +50,21 @@ def flip_consistent(dets: Detections, flipped: Detections, width: int, iou: floa
 def _predict_with_flips(predictor: Predictor, records: list[ImageRecord], conf: float, batch: int, workers: int,
                         flip_iou: float, counts: Counter):
     """Like ``predict_records``, keeping only boxes the mirrored view agrees with."""
-    for recs, imgs, errors in iter_image_batches(records, batch, workers):
-        ok = [k for k, im in enumerate(imgs) if im is not None]
-        preds = predictor.predict([imgs[k] for k in ok], conf=conf) if ok else []
-        flips = predictor.predict([np.ascontiguousarray(imgs[k][:, ::-1]) for k in ok], conf=conf) if ok else []
+    def both(imgs: list[np.ndarray]) -> list[tuple[Detections, int]]:
+        preds = predictor.predict(imgs, conf=conf)
+        flips = predictor.predict([np.ascontiguousarray(im[:, ::-1]) for im in imgs], conf=conf)
+        out = []
+        for im, d, f in zip(imgs, preds, flips):
+            agree = flip_consistent(d, f, im.shape[1], flip_iou)
+            out.append((d[agree], int((~agree).sum())))
+        return out
+
+    for recs, _, errors, res in run_batches(predictor, records, both, batch, workers):
         dets: list[Detections | None] = [None] * len(recs)
-        for j, k in enumerate(ok):
-            agree = flip_consistent(preds[j], flips[j], imgs[k].shape[1], flip_iou)
-            counts["flip_disagree"] += int((~agree).sum())
-            dets[k] = preds[j][agree]
+        for k, r in enumerate(res):
+            if r is not None:
+                dets[k] = r[0]
+                counts["flip_disagree"] += r[1]
         yield recs, dets, errors
 
 

@@ -1,9 +1,12 @@
-"""The per-image row file (pool_predictions.jsonl): torn tails, merge, reorder, resume — streamed."""
+"""pool_predictions.jsonl: written by the teacher pass (resume after a torn line, flip consistency) and
+read, merged and reordered a row at a time."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import numpy as np
 
 from detst.io import rows
 
@@ -70,3 +73,26 @@ def test_pool_prediction_resumes_after_a_torn_line_without_losing_or_repeating_a
     counts = predict_pool(fake_predictor, pool, part, conf=0.01, batch=5, workers=1, progress=False)
     assert counts["resumed"] == 7 and counts["images_predicted"] == len(pool) - 7
     assert part.read_bytes() == whole.read_bytes()
+
+
+def test_flip_consistency_keeps_exactly_the_boxes_the_mirrored_view_confirms(tiny_data, fake_predictor, tmp_path):
+    """With ``flip_iou`` a box stays only when the mirrored image has a same-class box on it; the
+    others are counted as ``flip_disagree``, and nothing else changes."""
+    from detst.io.coco import load_coco
+    from detst.pseudo import flip_consistent, iter_predictions, predict_pool
+
+    pool = load_coco(tiny_data["oracle"], tiny_data["pool_images"]).images
+    plain, flipped = tmp_path / "plain.jsonl", tmp_path / "flip.jsonl"
+    predict_pool(fake_predictor, pool, plain, conf=0.01, batch=5, workers=2, progress=False)
+    counts = predict_pool(fake_predictor, pool, flipped, conf=0.01, batch=5, workers=2, flip_iou=0.5, progress=False)
+    raw = {i: d for i, d, _ in iter_predictions(plain)}
+    kept = {i: d for i, d, _ in iter_predictions(flipped)}
+    assert list(kept) == [im.id for im in pool]
+    assert counts["flip_disagree"] == sum(len(raw[i]) - len(kept[i]) for i in raw) > 0
+    from detst.io.images import read_image
+
+    for im in pool:
+        img = read_image(im.path)[0]
+        mirrored = fake_predictor.predict([img[:, ::-1].copy()], conf=0.01)[0]
+        agree = flip_consistent(raw[im.id], mirrored, img.shape[1], 0.5)
+        np.testing.assert_allclose(kept[im.id].xyxy, raw[im.id].xyxy[agree], atol=0.01)
