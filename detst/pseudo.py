@@ -129,12 +129,25 @@ def dedup_across_classes(dets: Detections, iou: float) -> np.ndarray:
 
 
 def _dedup(xyxy: np.ndarray, score: np.ndarray, iou: float) -> np.ndarray:
-    if len(xyxy) < 2:
+    if len(xyxy) < 2 or not _may_overlap(xyxy, iou):
         return np.ones(len(xyxy), bool)
     keep_idx = nms(torch.from_numpy(np.ascontiguousarray(xyxy, np.float32)), torch.from_numpy(score), iou).numpy()
     mask = np.zeros(len(xyxy), bool)
     mask[keep_idx] = True
     return mask
+
+
+def _may_overlap(xyxy: np.ndarray, iou: float) -> bool:
+    """False when no two boxes reach IoU ``iou`` by a margin that float32 rounding cannot cross,
+    so that NMS would keep them all (most images once the low scores are gone: NMS has a fixed
+    cost per call that this check does not)."""
+    b = xyxy.astype(np.float64)
+    wh = np.clip(np.minimum(b[:, None, 2:], b[None, :, 2:]) - np.maximum(b[:, None, :2], b[None, :, :2]), 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    np.fill_diagonal(inter, 0.0)
+    # IoU >= iou - 1e-4  <=>  inter >= (iou - 1e-4) * union, without dividing (a zero union stays harmless)
+    return bool((inter >= (iou - 1e-4) * (area[:, None] + area[None, :] - inter)).any()) if inter.any() else False
 
 
 def threshold_for(thresholds: Thresholds, dets: Detections, image_slices: list[str], per_slice: bool,

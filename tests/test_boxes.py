@@ -161,3 +161,35 @@ def test_ioa_is_intersection_over_the_first_box():
     a = np.array([[10, 10, 20, 20], [90, 90, 110, 110], [200, 200, 210, 210], [5, 5, 5, 9]])
     np.testing.assert_allclose(ioa_matrix(a, region), [[1.0], [0.25], [0.0], [0.0]])   # zero-area box: 0, no NaN
     np.testing.assert_allclose(ioa_matrix(region, a[:1]), [[0.01]])
+
+
+@pytest.mark.parametrize("iou", [0.0, 0.3, 0.5, 0.7, 1.0])
+def test_cross_class_dedup_equals_torchvision_nms_with_its_shortcut(iou):
+    """``dedup_across_classes`` skips NMS when no two boxes come near ``iou``; the keep-mask must
+    still be NMS's on every layout: far apart, touching, identical, nested, IoU right at the
+    threshold, zero-area boxes, ties in score."""
+    import torch
+    from torchvision.ops import nms
+
+    from detst.pseudo import dedup_across_classes
+    from detst.structures import Detections
+
+    rng = np.random.default_rng(int(iou * 10))
+    layouts = [
+        [[0, 0, 10, 10], [20, 20, 30, 30]],                     # apart
+        [[0, 0, 10, 10], [10, 0, 20, 10]],                      # touching
+        [[0, 0, 10, 10], [0, 0, 10, 10]],                       # identical
+        [[0, 0, 10, 10], [2, 2, 8, 8]],                         # nested, IoU 0.36
+        [[0, 0, 10, 10], [0, 0, 10, 10 * iou if iou else 1]],   # IoU exactly the threshold
+        [[5, 5, 5, 5], [5, 5, 5, 5], [0, 0, 10, 10]],           # zero area
+    ]
+    for _ in range(200):
+        xy = rng.uniform(0, 60, (rng.integers(2, 12), 2)).astype(np.float32)
+        layouts.append(np.concatenate([xy, xy + rng.uniform(0, 30, xy.shape)], 1).tolist())
+    for k, boxes in enumerate(layouts):
+        xyxy = np.array(boxes, np.float32)
+        score = (np.full(len(xyxy), 0.5) if k % 7 == 0 else rng.uniform(0, 1, len(xyxy))).astype(np.float32)
+        want = np.zeros(len(xyxy), bool)
+        want[nms(torch.from_numpy(xyxy), torch.from_numpy(score), iou).numpy()] = True
+        got = dedup_across_classes(Detections(xyxy, score, np.zeros(len(xyxy), np.int64)), iou)
+        np.testing.assert_array_equal(got, want, err_msg=f"{boxes} at IoU {iou}")
