@@ -169,7 +169,11 @@ jsonl = folder / "p.jsonl"
 jsonl.unlink(missing_ok=True)
 predict_pool(det, cs.images, jsonl, conf=0.05, batch=32, workers=2, progress=False)
 res = B._export(jsonl, cs.images, tags, cs.classes, folder / "p.json")
-print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "boxes": res.n_kept + res.n_ignored}))
+# VmHWM is this program's own peak; ru_maxrss would keep the parent's from before exec (Linux)
+status = Path("/proc/self/status")
+hwm = [int(x.split()[1]) for x in status.read_text().splitlines() if x.startswith("VmHWM:")] if status.exists() else []
+peak = hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_kb": peak, "boxes": res.n_kept + res.n_ignored}))
 """
 
 
