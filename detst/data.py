@@ -63,6 +63,9 @@ def _builtin(cfg: Config, run_dir: Path) -> dict[str, Path]:
 
 def load_pool(annotations: Path | None, images_dir: Path,
               dropped_files: list[str] | None = None) -> tuple[list[ImageRecord], Counter]:
+    """The unlabeled pool: the images a COCO file lists, or every image file under ``images_dir``
+    (ids 1..N in sorted path order). Unreadable and truncated files are left out, counted in
+    the Counter returned and named in ``dropped_files`` ("reason: path")."""
     dropped: Counter = Counter()
     files = [] if dropped_files is None else dropped_files
     if annotations is not None:
@@ -70,9 +73,9 @@ def load_pool(annotations: Path | None, images_dir: Path,
         return load_images(data, annotations, images_dir, True, dropped, files), dropped
     if not images_dir.is_dir():
         raise DatasetError(f"{images_dir}: unlabeled image folder not found (data.unlabeled.images)")
-    files = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    paths = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     out = []
-    for i, p in enumerate(files, start=1):
+    for i, p in enumerate(paths, start=1):
         try:
             w, h = image_size(p)
         except DatasetError:
