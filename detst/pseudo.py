@@ -6,13 +6,16 @@ bounded by the batch and an interrupted pass resumes where it stopped. Pass 2
 (``select``) is pure: per box its calibrated threshold; score >= threshold is kept,
 within ``ignore_band`` below it becomes an ignore region (``iscrowd: 1``), lower is
 dropped; boxes of different classes on one object are reduced to the best one.
+``pseudo_labels`` streams pass 2 over the row file, an image at a time (a class cap adds
+a first pass for each class's cut); the export and the student's training set both read
+it, so neither holds the pool's boxes.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,7 +180,7 @@ def select(dets: Detections, thr: np.ndarray, band: float, cross_class_iou: floa
     return Detections(dets.xyxy[rows], dets.score[rows], dets.class_id[rows], extras), counts
 
 
-def class_cap_scores(kept_scores: dict[int, list[float]], cap: int | None) -> dict[int, float]:
+def class_cap_scores(kept_scores: dict[int, list[float]] | dict[int, np.ndarray], cap: int | None) -> dict[int, float]:
     """Per class, the lowest kept score that survives a cap of ``cap`` boxes (ties all survive)."""
     if cap is None:
         return {}
@@ -186,6 +189,76 @@ def class_cap_scores(kept_scores: dict[int, list[float]], cap: int | None) -> di
         if len(scores) > cap:
             out[c] = float(np.sort(np.asarray(scores))[::-1][cap - 1])
     return out
+
+
+@dataclass
+class Tally:
+    """What the selection dropped, counted while it streams: boxes by reason, boxes below the band
+    by size bucket, and the ids of pool images that could not be decoded."""
+
+    dropped: Counter = field(default_factory=Counter)
+    below_band_by_size: Counter = field(default_factory=Counter)
+    unreadable: list[int] = field(default_factory=list)
+
+
+def _selections(jsonl: Path, images: list[ImageRecord], image_slices: dict[int, list[str]], thresholds: Thresholds,
+                band: float, cross_class_iou: float, per_slice: bool,
+                tally: Tally) -> Iterator[tuple[ImageRecord, Detections]]:
+    """Each image of ``images`` that has a row in ``jsonl``, in that order, with its selected boxes
+    (before the class cap). The rows must come in the order of ``images`` (``reorder_rows``);
+    rows of other images are skipped, an image without a row is counted as not predicted."""
+    where = {im.id: k for k, im in enumerate(images)}
+    last = -1
+    for iid, d, _err in iter_predictions(jsonl):
+        k = where.get(iid)
+        if k is None:
+            continue
+        if k <= last:
+            raise ValueError(f"{jsonl}: its rows are not in the order of the images (reorder_rows first)")
+        tally.dropped["image_not_predicted"] += k - last - 1
+        last = k
+        if d is None:
+            tally.unreadable.append(iid)
+            tally.dropped["image_unreadable"] += 1
+            continue
+        size = size_bucket_index(d.area)
+        thr = threshold_for(thresholds, d, image_slices.get(iid, []), per_slice, size)
+        below = np.bincount(size[d.score < thr - band], minlength=len(SIZE_BUCKETS))
+        for b, n in zip(SIZE_BUCKETS, below.tolist()):
+            tally.below_band_by_size[b] += n
+        sel, c = select(d, thr, band, cross_class_iou)
+        tally.dropped.update(c)
+        yield images[k], sel
+    tally.dropped["image_not_predicted"] += len(images) - last - 1
+
+
+def pseudo_labels(jsonl: Path, images: list[ImageRecord], image_slices: dict[int, list[str]], thresholds: Thresholds,
+                  *, band: float, cross_class_iou: float, per_slice: bool, class_cap: int | None,
+                  tally: Tally | None = None) -> Iterator[tuple[ImageRecord, Detections]]:
+    """Each predicted image of ``images``, in that order, with its pseudo-labels: the kept and ignore
+    boxes, with extras ``threshold``, ``status``, ``iscrowd`` (1 = ignore) and ``size_bucket``.
+
+    Streamed from the row file: memory holds one image's boxes (and, with a class cap, the kept
+    scores of a first pass that finds each class's cut). A pure function of its inputs, so the
+    export and the student's training set, each reading it, see the same boxes. Drops are added
+    to ``tally``."""
+    tally = Tally() if tally is None else tally
+    caps: dict[int, float] = {}
+    if class_cap is not None:
+        kept: dict[int, list[np.ndarray]] = {}
+        for _, d in _selections(jsonl, images, image_slices, thresholds, band, cross_class_iou, per_slice, Tally()):
+            k = d.extras["status"] == KEEP
+            for c in np.unique(d.class_id[k]).tolist():
+                kept.setdefault(c, []).append(d.score[k & (d.class_id == c)].astype(np.float32))
+        caps = class_cap_scores({c: np.concatenate(v) for c, v in kept.items()}, class_cap)
+    for im, d in _selections(jsonl, images, image_slices, thresholds, band, cross_class_iou, per_slice, tally):
+        if caps and len(d):
+            cap_thr = np.array([caps.get(c, -1.0) for c in d.class_id.tolist()], np.float32)
+            over = (d.extras["status"] == KEEP) & (d.score < cap_thr)
+            tally.dropped["class_cap"] += int(over.sum())
+            d = d[~over]
+        buckets = np.array([SIZE_BUCKETS[b] for b in size_bucket_index(d.area).tolist()], dtype=object)
+        yield im, d.with_extra("size_bucket", buckets)
 
 
 # ------------------------------------------------------------------ export
@@ -229,58 +302,25 @@ class _Collected:
 def build_export(jsonl: Path, images: list[ImageRecord], image_slices: dict[int, list[str]], classes: ClassMap,
                  thresholds: Thresholds, *, band: float, cross_class_iou: float, per_slice: bool,
                  class_cap: int | None, info: dict[str, Any], images_base: Path | None = None,
-                 on_image: Callable[[ImageRecord, Detections], None] | None = None,
                  out: Path | None = None) -> tuple[dict[str, Any] | None, PseudoResult]:
-    """Pseudo-label COCO (DESIGN.md's format) and the counts behind it.
+    """Pseudo-label COCO (DESIGN.md's format) of :func:`pseudo_labels` and the counts behind it.
 
-    With ``out``, the COCO file is streamed there (memory: the selected boxes, not the file's
-    entries) and the dict returned is None; ``PseudoResult.content_key`` then keys its images and
-    annotations. Without, the COCO dict is returned."""
-    by_id = {im.id: im for im in images}
-    selected: dict[int, Detections] = {}
-    dropped: Counter = Counter()
-    by_size: Counter = Counter()
-    errors = []
-    for iid, d, _err in iter_predictions(jsonl):
-        if iid not in by_id:
-            continue
-        if d is None:
-            errors.append(iid)
-            continue
-        size = size_bucket_index(d.area)
-        thr = threshold_for(thresholds, d, image_slices.get(iid, []), per_slice, size)
-        below = np.bincount(size[d.score < thr - band], minlength=len(SIZE_BUCKETS))
-        for b, n in zip(SIZE_BUCKETS, below.tolist()):
-            by_size[b] += n
-        sel, c = select(d, thr, band, cross_class_iou)
-        dropped.update(c)
-        selected[iid] = sel
-    dropped["image_unreadable"] += len(errors)
-    kept_scores: dict[int, list[float]] = {}
-    for d in selected.values():
-        for c, s, st in zip(d.class_id, d.score, d.extras["status"]):
-            if st == KEEP:
-                kept_scores.setdefault(int(c), []).append(float(s))
-    caps = class_cap_scores(kept_scores, class_cap)
+    With ``out``, the COCO file is streamed there (memory: one image's boxes and a chunk of
+    entries, not the file) and the dict returned is None; ``PseudoResult.content_key`` then keys
+    its images and annotations. Without, the COCO dict is returned."""
+    tally = Tally()
     sink: CocoWriter | _Collected = CocoWriter(out) if out is not None else _Collected()
     cells: dict[str, Counter] = {}
     hist: Counter = Counter()
     per_image: dict[int, int] = {}
     kept_sum = 0.0
     n_images = n_ign = 0
-    for im in images:
-        if im.id not in selected:
-            continue
-        d = selected.pop(im.id)                 # the entries are made: its selection is not needed again
-        if caps and len(d):
-            cap_thr = np.array([caps.get(int(c), -1.0) for c in d.class_id])
-            over = (d.extras["status"] == KEEP) & (d.score < cap_thr)
-            dropped["class_cap"] += int(over.sum())
-            d = d[~over]
-        buckets = [SIZE_BUCKETS[b] for b in size_bucket_index(d.area).tolist()]
+    for im, d in pseudo_labels(jsonl, images, image_slices, thresholds, band=band, cross_class_iou=cross_class_iou,
+                               per_slice=per_slice, class_cap=class_cap, tally=tally):
         kept = (d.extras["status"] == KEEP).tolist()
         img_slices = image_slices.get(im.id, ["all"])
-        for c, bucket, is_kept, score in zip(d.class_id.tolist(), buckets, kept, d.score.tolist()):
+        for c, bucket, is_kept, score in zip(d.class_id.tolist(), d.extras["size_bucket"].tolist(), kept,
+                                             d.score.tolist()):
             cname = classes.names[c]
             st = "kept" if is_kept else "ignored"
             for s in img_slices:
@@ -291,23 +331,21 @@ def build_export(jsonl: Path, images: list[ImageRecord], image_slices: dict[int,
         per_image[im.id] = int(sum(kept))
         n_ign += len(kept) - per_image[im.id]
         n_images += 1
-        d = d.with_extra("size_bucket", np.array(buckets, dtype=object))
         sink.image(image_entry(im, image_slices.get(im.id, []), images_base))
         sink.annotations(annotation_entries(im.id, d, classes, sink.n_annotations + 1,
                                             extras=("score", "threshold", "size_bucket"),
                                             digits={"score": 5, "threshold": 5}))
-        if on_image is not None:
-            on_image(im, d)
     n_kept = sum(hist.values())
-    info = {**info, "description": "detst pseudo-labels", "unreadable_images": errors}
+    info = {**info, "description": "detst pseudo-labels", "unreadable_images": tally.unreadable}
     coco, key = None, None
     if isinstance(sink, CocoWriter):
         key = sink.close(info, classes.coco_categories())
     else:
         coco = {"info": info, "licenses": [], "images": sink.images, "annotations": sink.anns,
                 "categories": classes.coco_categories()}
+    by_size = tally.below_band_by_size
     result = PseudoResult(n_images, n_kept, n_ign, {k: dict(v) for k, v in sorted(cells.items())},
-                          {n: hist.get(n, 0) for n in classes.names}, dict(+dropped), per_image,
+                          {n: hist.get(n, 0) for n in classes.names}, dict(+tally.dropped), per_image,
                           kept_sum / n_kept if n_kept else None, {b: by_size.get(b, 0) for b in SIZE_BUCKETS},
                           key)
     return coco, result

@@ -9,8 +9,9 @@ inputs is skipped, so the same command resumes an interrupted round.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,11 @@ from detst.evaluate import SliceEvaluator
 from detst.io.coco import detections_to_results
 from detst.io.files import atomic_write_text, read_json, write_json
 from detst.models import Predictor, predict_records
-from detst.pseudo import build_export, merge_shard_rows, predict_pool, reorder_rows
+from detst.pseudo import build_export, merge_shard_rows, predict_pool, pseudo_labels, reorder_rows
 from detst.runfolder import DECISION, EventLog, Stage, current_round, file_hash, round_dirs, run_lock
 from detst.stats import ap50 as boot_ap50
 from detst.stats import bootstrap_ci, image_records, recall
-from detst.structures import Detections
+from detst.structures import Detections, ImageRecord
 from detst.student import build_set, write_data_yaml
 from detst.thresholds import Thresholds, calibrate
 
@@ -327,15 +328,13 @@ def run_round(cfg: Config, predictor_factory: PredictorFactory | None = None, pr
             st.finish([jsonl], {**counts, "from_shards": merged})
             log("pseudo", f"teacher ran on {len(admitted)} pool images ({merged} from shards)", counts=dict(counts))
         pseudo_dir = rdir / "student_data" / "pseudo"
-        items: list[tuple[Any, Detections]] = []
-        _, pres = build_export(jsonl, admitted, data.pool_tags, data.classes, th, band=p.ignore_band,
-                                  cross_class_iou=p.cross_class_iou, per_slice=p.per_slice, class_cap=p.class_cap,
-                                  info={"round": idx, "teacher": str(teacher_w), "teacher_sha256_16": tkey,
-                                        "precision_target": target, "config_hash": cfg.hash(),
-                                        "excluded_slices": pre.excluded, "excluded_images": len(excluded_ids),
-                                        "thresholds": "thresholds.json"},
-                                  on_image=lambda im, d: items.append((im, d)),
-                                  out=rdir / "pseudo_labels.json")    # streamed, compact: it can be large
+        rule = dict(band=p.ignore_band, cross_class_iou=p.cross_class_iou, per_slice=p.per_slice, class_cap=p.class_cap)
+        _, pres = build_export(jsonl, admitted, data.pool_tags, data.classes, th, **rule,
+                               info={"round": idx, "teacher": str(teacher_w), "teacher_sha256_16": tkey,
+                                     "precision_target": target, "config_hash": cfg.hash(),
+                                     "excluded_slices": pre.excluded, "excluded_images": len(excluded_ids),
+                                     "thresholds": "thresholds.json"},
+                               out=rdir / "pseudo_labels.json")    # streamed, compact: it can be large
         write_json(rdir / "pseudo_summary.json", {**pres.to_json(), "pool_dropped": dict(data.pool_dropped),
                                                   "excluded_images": len(excluded_ids)})
         log("pseudo", f"{pres.n_kept} boxes kept, {pres.n_ignored} ignore regions on {pres.n_images} images; "
@@ -369,11 +368,15 @@ def run_round(cfg: Config, predictor_factory: PredictorFactory | None = None, pr
             if not bst.done():
                 if pseudo_dir.exists():
                     shutil.rmtree(pseudo_dir)
-                counts = build_set(pseudo_dir, "P", items, cfg.student.ignore_fill)
-                _augmented_samples(rdir, pseudo_dir, items, policy, cfg.run.seed)
+                # the export's boxes, selected again from the row file (streamed, not held since the export)
+                most_ignored = _MostIgnored(4)
+                counts = build_set(pseudo_dir, "P", most_ignored.watch(pseudo_labels(jsonl, admitted, data.pool_tags,
+                                                                                      th, **rule)),
+                                   cfg.student.ignore_fill)
+                _augmented_samples(rdir, pseudo_dir, most_ignored.items(), policy, cfg.run.seed)
                 bst.finish([pseudo_dir / "images"], dict(counts))
-                log("student", f"training set: {len(data.labeled.images)} labeled + {len(items)} pseudo-labeled",
-                    counts=dict(counts))
+                log("student", f"training set: {len(data.labeled.images)} labeled + {counts['images_P']} "
+                    "pseudo-labeled", counts=dict(counts))
             data_yaml = write_data_yaml(rdir / "student_data" / "data.yaml", [yolo_sets[0], pseudo_dir],
                                         yolo_sets[1], list(data.classes.names))
             out = rdir / "student" / "train"
@@ -416,13 +419,33 @@ def val_predictions(cfg: Config, data: RoundData, rdir: Path, who: str, weights:
     return _preds_from_json(rows)       # as stored: a resumed round computes exactly what a fresh one does
 
 
-def _augmented_samples(rdir: Path, pseudo_dir: Path, items: list, policy: list, seed: int, n: int = 4) -> None:
+class _MostIgnored:
+    """The ``n`` (image, boxes) pairs of a stream with the most ignore regions, then the most boxes,
+    then the lowest id; holds ``n`` pairs, not the stream."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._heap: list[tuple[tuple[int, int, int], ImageRecord, Detections]] = []
+
+    def watch(self, pairs: Iterable[tuple[ImageRecord, Detections]]) -> Iterator[tuple[ImageRecord, Detections]]:
+        for im, d in pairs:
+            rank = (int(d.extras["iscrowd"].sum()), len(d), -im.id)       # unique: ids are
+            if len(self._heap) < self.n:
+                heapq.heappush(self._heap, (rank, im, d))
+            elif rank > self._heap[0][0]:
+                heapq.heapreplace(self._heap, (rank, im, d))
+            yield im, d
+
+    def items(self) -> list[tuple[ImageRecord, Detections]]:
+        return [(im, d) for _, im, d in sorted(self._heap, key=lambda e: e[0], reverse=True)]
+
+
+def _augmented_samples(rdir: Path, pseudo_dir: Path, ranked: list, policy: list, seed: int) -> None:
     """plots/augmented_samples.png: the policy applied to training copies (ignore regions filled)."""
     import cv2
 
     from detst import report_plots as P
 
-    ranked = sorted(items, key=lambda it: (-int(it[1].extras["iscrowd"].sum()), -len(it[1]), it[0].id))[:n]
     samples = []
     for im, d in ranked:
         files = list((pseudo_dir / "images").glob(f"P{im.id:08d}.*"))

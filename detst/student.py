@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -69,8 +70,9 @@ def write_data_yaml(path: Path, train: list[Path], val: Path, names: list[str]) 
     return path
 
 
-def build_set(folder: Path, prefix: str, items: list[tuple[ImageRecord, Detections]], fill: int) -> Counter:
-    """Write every (image, boxes) pair; boxes with extras['iscrowd'] == 1 become grey ignore regions."""
+def build_set(folder: Path, prefix: str, items: Iterable[tuple[ImageRecord, Detections]], fill: int) -> Counter:
+    """Write every (image, boxes) pair (a stream is consumed as it comes); boxes with
+    extras['iscrowd'] == 1 become grey ignore regions."""
     counts: Counter = Counter()
     for im, d in items:
         crowd = d.extras.get("iscrowd", np.zeros(len(d))).astype(bool)

@@ -249,3 +249,27 @@ def test_whole_round_warmup_included_is_reproducible_on_the_cpu(tiny_config, fak
     g0, g1 = (json.loads((o.folder / "guard_post.json").read_text()) for o in outs)
     assert outs[0].status == outs[1].status and outs[0].sentence == outs[1].sentence
     assert json.dumps(g0, sort_keys=True) == json.dumps(g1, sort_keys=True)
+
+
+def test_student_training_labels_are_the_exported_pseudo_labels(two_rounds):
+    """The training set is selected again from the row file (the export does not hold its boxes for
+    it); it must be exactly the exported file's: kept boxes as labels, ignore boxes filled grey."""
+    from detst.io.yolo import read_labels
+
+    _, first, second, _ = two_rounds
+    for r in (first, second):
+        coco = json.loads((r.folder / "pseudo_labels.json").read_text())
+        folder = r.folder / "student_data" / "pseudo"
+        by_image: dict[int, list] = {im["id"]: [] for im in coco["images"]}
+        for a in coco["annotations"]:
+            if not a["iscrowd"]:
+                by_image[a["image_id"]].append(a["bbox"])
+        assert sorted(int(p.stem[1:]) for p in (folder / "images").iterdir()) == sorted(by_image)
+        for im in coco["images"]:
+            got, _ = read_labels(folder / "labels" / f"P{im['id']:08d}.txt", im["width"], im["height"])
+            want = np.array(by_image[im["id"]], np.float64).reshape(-1, 4)
+            want[:, 2:] += want[:, :2]
+            assert np.allclose(np.sort(got.xyxy, 0), np.sort(want, 0), atol=0.02), im["id"]
+        crowded = {a["image_id"] for a in coco["annotations"] if a["iscrowd"]}
+        copies = {int(p.stem[1:]) for p in (folder / "images").iterdir() if not p.is_symlink()}
+        assert copies == crowded                      # grey-filled copies exactly where ignore boxes are

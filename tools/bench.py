@@ -40,14 +40,19 @@ def _pool(out: Path, n: int, imgsz: int):
 
 
 def _load_pool(d: dict[str, Path]):
+    """The pool as a round loads it (``detst.data.load_pool``: images and tags, no boxes)."""
+    from types import SimpleNamespace
+
     from detst.config import SliceConfig
-    from detst.io.coco import load_coco
+    from detst.data import load_pool
+    from detst.io.coco import load_classes, read_coco_json
     from detst.slices import tag_images
 
-    cs = load_coco(d["pool_annotations"], d["pool_images"])
-    tags = tag_images(cs.images, {"night": SliceConfig(attribute="timeofday", equals="night"),
-                                  "day": SliceConfig(attribute="timeofday", equals="day")})
-    return cs, tags
+    images, _ = load_pool(d["pool_annotations"], d["pool_images"])
+    classes = load_classes(read_coco_json(d["pool_annotations"]), d["pool_annotations"])
+    tags = tag_images(images, {"night": SliceConfig(attribute="timeofday", equals="night"),
+                               "day": SliceConfig(attribute="timeofday", equals="day")})
+    return SimpleNamespace(images=images, classes=classes), tags
 
 
 def _export(jsonl, images, tags, classes, out_json):
