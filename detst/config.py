@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ class RunConfig:
     name: str
     dir: str = "runs"                      # resolved against the config file's folder
     seed: int = 0
-    device: str = "auto"                   # auto | cpu | 0 | 0,1 (several GPUs: ultralytics DDP)
+    device: str = "auto"                   # auto | cpu | mps | 0 | 0,1 or [0, 1] (several GPUs: ultralytics DDP)
     workers: int = field(default=2, metadata=_rng(0, 64))
 
 
@@ -259,6 +260,25 @@ def _fail(path: str, msg: str, source: str) -> ConfigError:
     return ConfigError(f"{source}: {path} {msg}")
 
 
+_DEVICE = re.compile(r"auto|cpu|mps|\d+(,\d+)*")
+
+
+def _device(value: Any, source: str) -> str:
+    """``run.device`` as ultralytics takes it: ``auto``, ``cpu``, ``mps`` or GPU indices ``0,1``
+    (also written ``[0, 1]``, ``0``, ``cuda:0`` or ``0, 1``)."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        text = ",".join(str(v) for v in value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    else:
+        text = str(value).strip().lower().replace(" ", "") if isinstance(value, str) else ""
+        text = "0" if text == "cuda" else text.removeprefix("cuda:")
+    if not _DEVICE.fullmatch(text):
+        raise _fail("run.device", f"must be auto, cpu, mps, a GPU index (0) or several (0,1 or [0, 1]); got {value!r}",
+                    source)
+    return text
+
+
 def _build(tp: Any, value: Any, path: str, source: str, meta: dict[str, Any] | None = None) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -408,6 +428,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
         if not isinstance(node, dict):
             raise ConfigError(f"{src}: override {dotted}: {'.'.join(parents) or '<top>'} is not a mapping")
         node[last] = v
+    if isinstance(raw, dict) and isinstance(raw.get("run"), dict) and "device" in raw["run"]:
+        raw["run"]["device"] = _device(raw["run"]["device"], src)
     cfg = _build_dataclass(Config, raw, "", src)
     cfg = dataclasses.replace(cfg, source=str(path.resolve()))
     _check(cfg, src)

@@ -217,6 +217,8 @@ def _prepare(cfg: Config, make: PredictorFactory, echo: bool, progress: bool = T
     """Data, round folder, teacher, its val predictions, thresholds and the pre-round guard."""
     run_dir = cfg.run_dir
     _yolo().configure_offline(run_dir / ".ultralytics")
+    if (why := _yolo().device_problem(cfg.run.device)) is not None:
+        raise ConfigError(f"{cfg.source}: run.device {cfg.run.device!r} {why}")
     log = EventLog(run_dir / "events.jsonl", echo)
     data = load_data(cfg, run_dir)
     log("data", f"labeled {len(data.labeled.images)}, val {len(data.val.images)}, pool {len(data.pool)} images; "

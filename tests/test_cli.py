@@ -53,3 +53,17 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
     (sub / "c.yaml").write_text("run: {name: r, dir: out}\ndata: {builtin: {}}\n")
     cfg = load_config(sub / "c.yaml")
     assert cfg.run_dir == sub / "out" / "r"
+
+
+def test_gpu_that_this_machine_lacks_exits_2_naming_the_key_before_writing_a_round(tmp_path):
+    import torch
+
+    absent = str(torch.cuda.device_count())           # one past the last GPU (0 on a CPU-only machine)
+    cfg = tmp_path / "gpu.yaml"
+    cfg.write_text(f"run: {{name: g, device: {absent}}}\n"
+                   "data: {builtin: {n_labeled: 4, n_val: 4, n_pool: 8, imgsz: 64}}\n")
+    out = run_cli("--config", str(cfg))
+    assert out.returncode == 2, out.stderr
+    assert str(cfg) in out.stderr and "run.device" in out.stderr and f"asks for GPU {absent}" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not list((tmp_path / "runs").rglob("round_*"))

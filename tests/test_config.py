@@ -302,3 +302,16 @@ def test_user_policy_loads_and_can_replace_a_default(tmp_path):
                                                "student.augment": "empty"})))
     pol = cfg.policies()
     assert pol["strong"] == [{"ToGray": {"p": 0.1}}] and pol["empty"] == [] and "night" in pol
+
+
+@pytest.mark.parametrize("written, device", [
+    ("auto", "auto"), ("cpu", "cpu"), ("mps", "mps"), (0, "0"), ("0", "0"), ("0,1", "0,1"), ("0, 1", "0,1"),
+    ([0, 1], "0,1"), ([3], "3"), ("cuda:0", "0"), ("CUDA", "0"),
+])
+def test_device_is_written_as_ultralytics_takes_it_list_of_gpus_included(tmp_path, written, device):
+    assert load_config(_write(tmp_path, _with({"run.device": written}))).run.device == device
+
+
+@pytest.mark.parametrize("written", ["gpu", "", [], [-1], ["0"], True, "0;1", 0.5])
+def test_device_that_ultralytics_would_misread_is_refused_by_key(tmp_path, written):
+    assert "run.device must be auto, cpu, mps, a GPU index" in _error(tmp_path, _with({"run.device": written}))

@@ -70,6 +70,23 @@ def resolve_device(device: str) -> str:
     return "0" if torch.cuda.is_available() else "cpu"
 
 
+def device_problem(device: str) -> str | None:
+    """Why ``device`` (as ``run.device`` normalises it) cannot be used on this machine, or None."""
+    import torch
+
+    if device in ("auto", "cpu"):
+        return None
+    if device == "mps":
+        return None if torch.backends.mps.is_available() else "asks for Apple's MPS, which torch does not find here"
+    visible = torch.cuda.device_count()
+    missing = [i for i in (int(x) for x in device.split(",")) if i >= visible]
+    if missing:
+        seen = f"{visible} CUDA GPU{'s' if visible != 1 else ''}" if visible else "no CUDA GPU"
+        return (f"asks for GPU {','.join(map(str, missing))} but torch sees {seen} "
+                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use auto or cpu")
+    return None
+
+
 class YoloDetector:
     """A YOLO detector from a weights file (.pt) or a model yaml (fresh weights).
 
