@@ -96,3 +96,42 @@ def test_resume_of_a_half_written_checkpoint_trains_afresh(tiny_yolo, tmp_path):
                      batch=4, optimizer="AdamW", lr0=0.001, seed=0, device="cpu", workers=0, augmentations=[],
                      resume=True, extra={"plots": False})
     assert res.epochs_run == 1 and res.best.exists()
+
+
+def test_multi_gpu_launch_state_pickles_offline_with_our_policy_and_callbacks(tiny_yolo, tmp_path, no_network):
+    """Trap: ultralytics 8.4 starts DDP (``device: 0,1``) by cloudpickling the trainer (its args, our
+    albumentations policy, our callbacks) for the worker processes, and installs cloudpickle "on
+    first multi-GPU launch": offline, with auto-install off, that launch fails. cloudpickle is a
+    pinned dependency; this builds the real launch state of a detst training with the night config's
+    student policy and restores it as a worker does (no GPU needed: only spawning the workers is
+    skipped)."""
+    from pathlib import Path
+
+    import torch
+    from ultralytics.utils.dist import generate_ddp_file
+
+    from detst.augment import build_policy
+    from detst.config import load_config
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "night.yaml")
+    policy = build_policy(cfg.policies()[cfg.student.augment])
+    data_yaml, _ = tiny_yolo
+    made: list[Path] = []
+
+    def launch_state(trainer):
+        made.append(Path(generate_ddp_file(trainer)))
+
+    try:
+        yolo.train("detst/models/detst-tiny.yaml", data_yaml, tmp_path / "ddp", imgsz=64, epochs=1, time=None,
+                   patience=5, batch=4, optimizer="AdamW", lr0=0.001, seed=0, device="cpu", workers=0,
+                   augmentations=policy, extra={"plots": False}, callbacks={"on_train_start": launch_state})
+        state = torch.load(made[0].with_suffix(".pt"), map_location="cpu", weights_only=False)
+    finally:
+        for f in made:
+            f.unlink(missing_ok=True)
+            f.with_suffix(".pt").unlink(missing_ok=True)
+    restored = [A.from_dict(t) for t in state["args"]["augmentations"]]   # what the workers' dataset does
+    assert [type(t).__name__ for t in restored] == [type(t).__name__ for t in policy] and restored
+    assert any(getattr(cb, "__qualname__", "").startswith("_albumentations_check")
+               for cb in state["callbacks"]["on_train_start"])   # the policy check runs in the workers too
+    assert no_network == []
