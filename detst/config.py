@@ -349,6 +349,9 @@ def _build_dataclass(cls: Any, value: Any, path: str, source: str) -> Any:
 
 
 def _check(cfg: Config, src: str) -> None:
+    name = cfg.run.name
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise _fail("run.name", f"must be a plain folder name (the run is run.dir/run.name), got {name!r}", src)
     d = cfg.data
     generated = [k for k in ("builtin", "shared_real") if getattr(d, k) is not None]
     if len(generated) > 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -149,7 +150,12 @@ def resolve_teacher(cfg: Config, data: RoundData, run_dir: Path, idx: int, yolo_
     src = cfg.model.teacher
     if src is not None and src.endswith(".pt"):
         p = cfg.path(src)
-        return p if p.exists() else Path(src)   # a bare hub name: ultralytics may fetch it when online
+        if p.exists():
+            return p
+        try:                                    # a bare name (yolov8n.pt): ultralytics' release, when online
+            return _yolo().fetch_weights(src)
+        except FileNotFoundError as e:
+            raise ConfigError(f"{cfg.source}: model.teacher {src!r}: {e}") from e
     model_yaml = cfg.path(src) if src else DEFAULT_MODEL_YAML
     if not model_yaml.is_file():
         raise ConfigError(f"{cfg.source}: model.teacher {src!r}: file not found ({model_yaml})")
@@ -171,9 +177,22 @@ def resolve_teacher(cfg: Config, data: RoundData, run_dir: Path, idx: int, yolo_
     return res.best
 
 
+def _run_dir(cfg: Config) -> Path:
+    """``cfg``'s run folder, created: one that cannot be made or written is the config's fault."""
+    run_dir = cfg.run_dir
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(run_dir, os.W_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as e:
+        raise ConfigError(f"{cfg.source}: run.dir {cfg.run.dir!r}: cannot create or write the run folder {run_dir} "
+                          f"({e.strerror or e})") from e
+    return run_dir
+
+
 def warmup(cfg: Config) -> Path:
     """The first teacher of ``cfg``'s run (trained once from the model yaml, or the given weights)."""
-    run_dir = cfg.run_dir
+    run_dir = _run_dir(cfg)
     with run_lock(run_dir):
         _yolo().configure_offline(run_dir / ".ultralytics")
         log = EventLog(run_dir / "events.jsonl")
@@ -248,7 +267,11 @@ def _prepare(cfg: Config, make: PredictorFactory, echo: bool, progress: bool = T
     th = calibrate(data.val.boxes, t_preds, data.classes, target, p.min_support, p.min_threshold,
                    p.max_threshold, p.match_iou, data.val_slices() if p.per_slice else None)
     write_json(rdir / "thresholds.json", {**th.to_json(), "round": idx, "schedule": p.schedule})
-    log("thresholds", f"precision target {target} (round {idx}); {len(th.cells)} cells calibrated on val")
+    own = sum(c.support >= p.min_support for c in th.cells.values())
+    ceiling = sum(c.threshold >= p.max_threshold for c in th.cells.values())
+    log("thresholds", f"precision target {target} (round {idx}); {len(th.cells)} cells: {own} calibrated on their "
+        f"own val detections, {len(th.cells) - own} fell back to a coarser level; {ceiling} at the ceiling "
+        f"{p.max_threshold}")
     # -- guard.pre ---------------------------------------------------------------------------
     rng = np.random.default_rng([cfg.run.seed, idx])
     t_stats = slice_stats(data, t_preds, th, cfg, rng)
@@ -280,7 +303,7 @@ def run_shard(cfg: Config, shard: tuple[int, int], predictor_factory: PredictorF
     k, n = shard
     if not 1 <= k <= n:
         raise ConfigError(f"--shard {k}/{n}: expected K/N with 1 <= K <= N")
-    run_dir = cfg.run_dir
+    run_dir = _run_dir(cfg)
     with run_lock(run_dir, wait=True):
         prep = _prepare(cfg, predictor_factory or _default_factory(cfg), echo, progress)
     if prep.blocked:
@@ -303,7 +326,7 @@ def run_shard(cfg: Config, shard: tuple[int, int], predictor_factory: PredictorF
 def run_round(cfg: Config, predictor_factory: PredictorFactory | None = None, progress: bool = True,
               echo: bool = True) -> RoundOutcome:
     """Run (or resume) the next round of ``cfg``'s run folder; see the module docstring."""
-    run_dir = cfg.run_dir
+    run_dir = _run_dir(cfg)
     with run_lock(run_dir):
         prep = _prepare(cfg, predictor_factory or _default_factory(cfg), echo, progress)
         data, idx, rdir, log, teacher_w, tkey, model = (prep.data, prep.idx, prep.rdir, prep.log, prep.teacher_w,

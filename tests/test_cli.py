@@ -67,3 +67,25 @@ def test_gpu_that_this_machine_lacks_exits_2_naming_the_key_before_writing_a_rou
     assert str(cfg) in out.stderr and "run.device" in out.stderr and f"asks for GPU {absent}" in out.stderr
     assert "Traceback" not in out.stderr
     assert not list((tmp_path / "runs").rglob("round_*"))
+
+
+@pytest.mark.parametrize("name", ["../../elsewhere", "", ".", "a/b"])
+def test_run_name_that_is_not_a_plain_folder_name_exits_2(tmp_path, name):
+    cfg = tmp_path / "n.yaml"
+    cfg.write_text(f"run: {{name: '{name}', dir: {tmp_path / 'runs'}}}\ndata: {{builtin: {{}}}}\n")
+    out = run_cli("--config", str(cfg))
+    assert out.returncode == 2, out.stderr
+    assert str(cfg) in out.stderr and "run.name" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "elsewhere").exists()
+
+
+def test_run_folder_that_cannot_be_created_exits_2_naming_run_dir(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text(f"run: {{name: r, dir: {blocker / 'runs'}}}\n"
+                   "data: {builtin: {n_labeled: 4, n_val: 4, n_pool: 8, imgsz: 64}}\n")
+    out = run_cli("--config", str(cfg))
+    assert out.returncode == 2, out.stderr
+    assert str(cfg) in out.stderr and "run.dir" in out.stderr and "Traceback" not in out.stderr
+    assert blocker.read_text() == "not a folder"

@@ -273,3 +273,33 @@ def test_student_training_labels_are_the_exported_pseudo_labels(two_rounds):
         crowded = {a["image_id"] for a in coco["annotations"] if a["iscrowd"]}
         copies = {int(p.stem[1:]) for p in (folder / "images").iterdir() if not p.is_symlink()}
         assert copies == crowded                      # grey-filled copies exactly where ignore boxes are
+
+
+def test_teacher_weights_that_are_neither_here_nor_published_are_a_config_error_without_network(
+        tiny_config, no_network):
+    from detst.config import load_config
+    from detst.errors import ConfigError
+    from detst.round import warmup
+
+    before = len(no_network)
+    cfg = load_config(tiny_config("noteacher"), {"model.teacher": "nope.pt"})
+    with pytest.raises(ConfigError, match=r"model\.teacher 'nope\.pt'.*not a weights file ultralytics publishes"):
+        warmup(cfg)
+    assert len(no_network) == before            # ultralytics would have asked GitHub's API about the name
+
+
+def test_published_weights_offline_are_a_config_error_saying_the_download_failed(tiny_config, monkeypatch):
+    import requests
+
+    from detst.config import load_config
+    from detst.errors import ConfigError
+    from detst.round import warmup
+
+    def offline(*a, **k):
+        raise requests.ConnectionError("no route to github.com")
+
+    monkeypatch.setattr(requests, "get", offline)
+    cfg = load_config(tiny_config("hub"), {"model.teacher": "yolov8n.pt"})
+    with pytest.raises(ConfigError, match=r"model\.teacher 'yolov8n\.pt'.*downloading it .* failed"):
+        warmup(cfg)
+    assert not list(cfg.run_dir.rglob("yolov8n.pt"))      # no partial download left to pass for weights

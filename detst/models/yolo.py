@@ -61,6 +61,34 @@ def _ultralytics() -> Any:
     return ultralytics
 
 
+def fetch_weights(name: str) -> Path:
+    """A bare ultralytics weights name (``yolov8n.pt``) as a local file: one already in
+    ultralytics' weights folder or this run's, else downloaded from ultralytics' releases into
+    ``$YOLO_CONFIG_DIR/weights`` (needs internet). FileNotFoundError says why not; a name
+    ultralytics does not publish is refused without asking GitHub about it."""
+    _ultralytics()
+    from ultralytics.utils import SETTINGS
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES, attempt_download_asset
+
+    mine = Path(os.environ["YOLO_CONFIG_DIR"]) / "weights" / name
+    for p in (Path(SETTINGS["weights_dir"]) / name, mine):
+        if p.is_file():
+            return p.resolve()
+    if name not in GITHUB_ASSETS_NAMES:
+        raise FileNotFoundError("no such file, and not a weights file ultralytics publishes (yolov8n.pt, yolo11n.pt, "
+                                "...); give the path of a weights file or a model yaml")
+    mine.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        attempt_download_asset(mine)
+    except Exception as e:  # noqa: BLE001 - requests' and ultralytics' errors alike: say why, exit 2
+        mine.unlink(missing_ok=True)
+        raise FileNotFoundError(f"not here, and downloading it from ultralytics' releases failed ({e}); offline, "
+                                f"give the path of a weights file or a model yaml") from e
+    if not mine.is_file():
+        raise FileNotFoundError(f"ultralytics' download left no file at {mine}")
+    return mine
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> ``0`` when CUDA is available, else ``cpu``; anything else as given."""
     if device != "auto":
