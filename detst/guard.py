@@ -166,6 +166,9 @@ class DriftVerdict:
     sentence: str
 
 
+_LISTED = 3          # collapsing classes named one by one in a drift sentence
+
+
 def drift(pool_density: dict[str, float | None], labeled_density: float, empty_share: dict[str, float | None],
           class_share: dict[str, float], prior_share: dict[str, float], min_class_share: float,
           cfg: DriftConfig, collapse_action: str) -> DriftVerdict:
@@ -192,7 +195,15 @@ def drift(pool_density: dict[str, float | None], labeled_density: float, empty_s
             (bool(collapse) and collapse_action == "block")
     if not fails:
         return DriftVerdict(True, sig, "No drift or collapse signal on the pool.")
-    text = "; ".join(r.text for r in fails)
+    others = [r.text for r in fails if not r.name.startswith("class_share")]
+    if len(collapse) > _LISTED:        # one line, not a clause per class: every rule is in the verdict's signals
+        low = sorted(collapse, key=lambda r: r.value)
+        others.append(f"{len(collapse)} classes below their labeled share × {min_class_share:g} (lowest: "
+                      + ", ".join(f"{r.name.split(':', 1)[1]} {r.value:.3f}" for r in low[:_LISTED])
+                      + "; all in guard_drift.json)")
+    else:
+        others += [r.text for r in collapse]
+    text = "; ".join(others)
     return DriftVerdict(not block, sig, ("Round blocked by pool signals: " if block else "Warning: ") + text + ".")
 
 

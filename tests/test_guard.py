@@ -322,3 +322,14 @@ def test_drift_zero_labeled_density_and_zero_prior_are_na():
     v = drift({"night": 1.0}, 0.0, {}, {}, {"car": 0.0}, 0.2, DriftConfig(action="block"), "block")
     assert v.proceed
     assert {r.status for r in v.signals} <= {NA, PASS}
+
+
+def test_drift_sentence_of_many_collapsing_classes_is_one_clause_with_the_lowest_named():
+    prior = {f"c{k:02d}": 1 / 50 for k in range(50)}
+    share = {"c00": 0.9, **{f"c{k:02d}": 0.1 * (k - 1) / 1225 for k in range(2, 50)}}   # c01 gone, c02.. tiny
+    v = drift({"all": 2.0}, 2.0, {"all": 0.1}, share, prior, 0.2, DriftConfig(action="warn"), "warn")
+    failed = [r for r in v.signals if r.status == FAIL]
+    assert len(failed) == 49 and all(r.name.startswith("class_share:") for r in failed)   # every rule kept
+    assert v.proceed and v.sentence.startswith("Warning: 49 classes below")
+    assert "c01 0.000, c02 0.004, c03 0.008" in v.sentence and "c04" not in v.sentence
+    assert len(v.sentence) < 200
