@@ -143,7 +143,7 @@ def ensure_yolo_sets(cfg: Config, data: RoundData, run_dir: Path, log: EventLog)
 
 
 def resolve_teacher(cfg: Config, data: RoundData, run_dir: Path, idx: int, yolo_sets: tuple[Path, Path],
-                    log: EventLog) -> Path:
+                    log: EventLog, progress: bool = True) -> Path:
     if idx > 1:
         prev = run_dir / f"round_{idx - 1:02d}" / DECISION
         return Path(read_json(prev)["next_teacher"])
@@ -171,7 +171,7 @@ def resolve_teacher(cfg: Config, data: RoundData, run_dir: Path, idx: int, yolo_
     log("warmup", f"training the teacher from {model_yaml.name} on {len(data.labeled.images)} labeled images")
     resume = st.resumable(folder / "train" / "weights" / "last.pt")
     res = _yolo().train(model_yaml, data_yaml, folder / "train", imgsz=cfg.model.imgsz, augmentations=[],
-                        resume=resume, **_train_kwargs(cfg, w))
+                        resume=resume, quiet=not progress, **_train_kwargs(cfg, w))
     st.finish([res.best], {"best": str(res.best), "epochs": res.epochs_run, "metrics": res.metrics})
     log("warmup", f"teacher trained: {res.epochs_run} epochs, weights {res.best}")
     return res.best
@@ -249,7 +249,7 @@ def _prepare(cfg: Config, make: PredictorFactory, echo: bool, progress: bool = T
     write_json(rdir / "inputs.json", _inputs(data))
     log("round", f"round {idx} in {rdir}")
     yolo_sets = ensure_yolo_sets(cfg, data, run_dir, log)
-    teacher_w = resolve_teacher(cfg, data, run_dir, idx, yolo_sets, log)
+    teacher_w = resolve_teacher(cfg, data, run_dir, idx, yolo_sets, log, progress)
     tkey = file_hash(teacher_w) if teacher_w.exists() else str(teacher_w)
     write_json(rdir / "teacher.json", {"weights": str(teacher_w), "sha256_16": tkey, "round": idx})
     cache: dict[str, Predictor] = {}
@@ -409,7 +409,7 @@ def run_round(cfg: Config, predictor_factory: PredictorFactory | None = None, pr
             log("student", ("resuming" if resume else "training") + f" the student from {teacher_w.name} with "
                 f"policy '{cfg.student.augment}'")
             res = _yolo().train(teacher_w, data_yaml, out, imgsz=cfg.model.imgsz, augmentations=policy, resume=resume,
-                                **_train_kwargs(cfg, cfg.student.train))
+                                quiet=not progress, **_train_kwargs(cfg, cfg.student.train))
             student_w = rdir / "student" / "best.pt"
             shutil.copyfile(res.best, student_w)
             for f in sorted(out.glob("train_batch*.jpg"))[:1]:

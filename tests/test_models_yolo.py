@@ -135,3 +135,17 @@ def test_multi_gpu_launch_state_pickles_offline_with_our_policy_and_callbacks(ti
     assert any(getattr(cb, "__qualname__", "").startswith("_albumentations_check")
                for cb in state["callbacks"]["on_train_start"])   # the policy check runs in the workers too
     assert no_network == []
+
+
+def test_quiet_training_draws_no_ultralytics_bars_and_restores_its_logger(tiny_yolo, tmp_path, capfd):
+    from ultralytics.utils import LOGGER
+
+    data_yaml, _ = tiny_yolo
+    level = LOGGER.level
+    for quiet in (False, True):
+        res = yolo.train("detst/models/detst-tiny.yaml", data_yaml, tmp_path / f"q{quiet}", imgsz=64, epochs=1,
+                         time=None, patience=5, batch=4, optimizer="AdamW", lr0=0.001, seed=0, device="cpu", workers=0,
+                         augmentations=[], extra={"plots": False}, quiet=quiet)
+        out = "".join(capfd.readouterr())
+        assert ("━" in out) is not quiet, out[-500:]          # the bar's glyph (LOGGER's own stream may be pytest's)
+        assert res.epochs_run == 1 and LOGGER.level == level

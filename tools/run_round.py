@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, help="experiment YAML")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set run.name=try2 (value parsed as YAML)")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ap.add_argument("--no-progress", action="store_true",
+                    help="no progress bars (ultralytics then logs warnings only; each epoch is in results.csv)")
     ap.add_argument("--shard", metavar="K/N", default=None,
                     help="only pseudo-label shard K of N of the current round's pool, then exit 0; a later run "
                          "without --shard merges the finished shards and goes on")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import logging
 import os
 import shutil
 import threading
@@ -287,15 +288,33 @@ def _resumable(yolo: Any, last: Path) -> tuple[str, Any]:
 def train(source: str | Path, data_yaml: Path, out_dir: Path, *, imgsz: int, epochs: int, time: float | None,
           patience: int, batch: int, optimizer: str, lr0: float, seed: int, device: str, workers: int,
           augmentations: list[Any] | None, extra: dict[str, Any] | None = None, resume: bool = False,
-          callbacks: dict[str, Any] | None = None) -> TrainResult:
+          callbacks: dict[str, Any] | None = None, quiet: bool = False) -> TrainResult:
     """Train into ``out_dir`` (absolute; ultralytics' project=parent, name=folder name).
 
     ``source``: weights (.pt: fine-tune) or a model yaml (from scratch). ``augmentations``: a list of
     albumentations transforms that replaces ultralytics' built-in ones ([] = none, None = built-in).
     ``resume``: continue ``out_dir/weights/last.pt`` of an interrupted run of this same training.
-    ``callbacks``: extra ultralytics callbacks by event name (tests use them to look at batches)."""
+    ``callbacks``: extra ultralytics callbacks by event name (tests use them to look at batches).
+    ``quiet``: ultralytics logs warnings only, and so draws no progress bars (``--no-progress``;
+    each epoch's numbers are still in ``out_dir/results.csv``)."""
     yolo = _ultralytics()
-    out_dir = Path(out_dir).resolve()
+    from ultralytics.utils import LOGGER
+
+    level = LOGGER.level
+    if quiet:
+        LOGGER.setLevel(logging.WARNING)     # ultralytics' bars are off when its logger is above INFO
+    try:
+        return _train(yolo, source, data_yaml, Path(out_dir).resolve(), imgsz=imgsz, epochs=epochs, time=time,
+                      patience=patience, batch=batch, optimizer=optimizer, lr0=lr0, seed=seed, device=device,
+                      workers=workers, augmentations=augmentations, extra=extra, resume=resume, callbacks=callbacks)
+    finally:
+        LOGGER.setLevel(level)
+
+
+def _train(yolo: Any, source: str | Path, data_yaml: Path, out_dir: Path, *, imgsz: int, epochs: int,
+           time: float | None, patience: int, batch: int, optimizer: str, lr0: float, seed: int, device: str,
+           workers: int, augmentations: list[Any] | None, extra: dict[str, Any] | None, resume: bool,
+           callbacks: dict[str, Any] | None) -> TrainResult:
     dev = resolve_device(device)
     state, model = _resumable(yolo, out_dir / "weights" / "last.pt") if resume else ("absent", None)
     if state == "resumable":
