@@ -192,6 +192,9 @@ def test_range_edges_are_inclusive(tmp_path):
     ({"data.slices.dark": {}}, "data.slices.dark needs exactly one of"),
     ({"data.slices.dark": {"attribute": "timeofday"}}, "data.slices.dark.equals is required with attribute"),
     ({"student.augment": "stronger"}, "student.augment 'stronger' is not a policy"),
+    ({"data.builtin": None, "data.shared_real": {"root": "../nowhere"}},
+     "data.shared_real.root is not a folder"),
+    ({"run.name": "../out"}, "run.name must be a plain folder name"),
 ])
 def test_conflicting_or_dangling_options_are_refused(tmp_path, changes, expect):
     assert expect in _error(tmp_path, _with(changes))
