@@ -229,7 +229,17 @@ class _Prepared:
     def pool_key(self, cfg: Config) -> dict[str, Any]:
         p = cfg.pseudo
         return {"teacher": self.tkey, "pool": [im.id for im in self.admitted], "floor": p.score_floor,
-                "flip": dataclasses.asdict(p.flip_consistency), "imgsz": cfg.model.imgsz}
+                "flip": dataclasses.asdict(p.flip_consistency), **_inference_key(cfg)}
+
+
+def _inference_key(cfg: Config) -> dict[str, Any]:
+    """What besides the weights changes a prediction's bits: input size, batch size (other kernels),
+    precision and the kind of device. Part of every cached prediction's key, so a shard or a resumed
+    stage run with other settings is predicted again instead of merged."""
+    dev = _yolo().resolve_device(cfg.run.device)
+    kind = dev if dev in ("cpu", "mps") else "cuda"
+    return {"imgsz": cfg.model.imgsz, "batch": cfg.model.batch, "half": bool(cfg.model.half and kind != "cpu"),
+            "device": kind}
 
 
 def _prepare(cfg: Config, make: PredictorFactory, echo: bool, progress: bool = True) -> _Prepared:
@@ -432,7 +442,7 @@ def val_predictions(cfg: Config, data: RoundData, rdir: Path, who: str, weights:
                     model: Callable[[Path], Predictor], log: EventLog, progress: bool = True) -> dict[int, Detections]:
     path = rdir / f"{who}_val_predictions.json"
     st = Stage(rdir, f"{who}_val", {"weights": wkey, "val": [im.id for im in data.val.images],
-                                    "floor": cfg.pseudo.score_floor, "imgsz": cfg.model.imgsz})
+                                    "floor": cfg.pseudo.score_floor, **_inference_key(cfg)})
     if st.done():
         return _preds_from_json(read_json(path)["raw"])
     preds = _predict_images(model(weights), data.val.images, min(cfg.pseudo.score_floor, 0.001) or 0.001,

@@ -217,6 +217,27 @@ def test_two_shards_merge_into_the_same_files_as_a_single_run(two_rounds, fake_p
     assert manifest["result"]["from_shards"] == 24                  # nothing predicted twice
 
 
+def test_a_shard_predicted_with_another_batch_size_is_predicted_again_not_merged(two_rounds, fake_predictor, tmp_path):
+    """Another batch size can change a score's last bits (other kernels), so its rows would make the
+    merge differ from a single run: the inference settings are part of the shard's key."""
+    from detst.config import load_config
+    from detst.round import run_round, run_shard
+    from tests.conftest import TINY_YAML
+
+    _, first, _, _ = two_rounds
+    teacher = json.loads((first.folder / "teacher.json").read_text())["weights"]
+    p = tmp_path / "exp.yaml"
+    p.write_text(TINY_YAML.format(name="mixed", dir=str(tmp_path / "runs")))
+    for k, batch in ((1, 3), (2, 8)):
+        cfg = load_config(p, {"model.teacher": teacher, "model.batch": batch})
+        assert run_shard(cfg, (k, 2), predictor_factory=lambda w: fake_predictor, progress=False,
+                         echo=False).status == "shard"
+    out = run_round(load_config(p, {"model.teacher": teacher}), predictor_factory=lambda w: fake_predictor,
+                    progress=False, echo=False)
+    manifest = json.loads((out.folder / ".stages" / "pool_predictions.json").read_text())
+    assert manifest["result"]["from_shards"] == 12                  # shard 2 (batch 8, as the round) only
+
+
 def test_whole_round_warmup_included_is_reproducible_on_the_cpu(tiny_config, fake_predictor):
     """Same config and seed in two run folders, real warm-up and student training on the CPU
     (the labeler is the fake one: a 3-epoch tiny teacher finds nothing; a real labeler's output

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """detst's overhead and memory, measured side by side in one run (printed ratios, no pass/fail).
 
-python tools/bench.py [--pool 800] [--rss-small 1000] [--rss-large 10000] [--eval-images 2000]
+python tools/bench.py [--model W.pt] [--pool 800] [--rss-small 1000] [--rss-large 10000] [--eval-images 2000]
 
 1. pseudo-labeling (inference + filtering + export) ÷ plain ultralytics predict, same images,
    model, imgsz and batch (throughput ratio; ≥ 1.0 = detst at least as fast);
@@ -9,7 +9,8 @@ python tools/bench.py [--pool 800] [--rss-small 1000] [--rss-large 10000] [--eva
    from running pycocotools on each slice separately;
 3. peak RSS pseudo-labeling a large pool ÷ a small one (separate processes, tiny images);
 4. sharded (N = 2) merged output vs a single run: identical files.
-The model is the night demo's teacher when runs/night holds one, else detst-tiny from its yaml.
+The model is --model, else the night demo's teacher when runs/night holds one, else detst-tiny
+from its yaml (untrained: the bench says so).
 """
 
 from __future__ import annotations
@@ -27,9 +28,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+TRAINED = REPO / "runs" / "night" / "warmup" / "train" / "weights" / "best.pt"
+_MODEL: list[str] = []          # set by main (--model)
+
+
 def _model_path() -> str:
-    trained = REPO / "runs" / "night" / "warmup" / "train" / "weights" / "best.pt"
-    return str(trained) if trained.exists() else str(REPO / "detst" / "models" / "detst-tiny.yaml")
+    if _MODEL:
+        return _MODEL[0]
+    return str(TRAINED) if TRAINED.exists() else str(REPO / "detst" / "models" / "detst-tiny.yaml")
 
 
 def _pool(out: Path, n: int, imgsz: int):
@@ -238,13 +244,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rss-small", type=int, default=1000)
     ap.add_argument("--rss-large", type=int, default=10000)
     ap.add_argument("--shard-images", type=int, default=200)
+    ap.add_argument("--model", default=None, help="weights .pt or model yaml (default: the night demo's teacher "
+                    "when `make demo` has trained one, else untrained detst-tiny)")
     a = ap.parse_args(argv)
+    if a.model is not None:
+        if not Path(a.model).is_file():
+            ap.error(f"--model {a.model}: no such file")
+        _MODEL.append(str(Path(a.model).resolve()))
     with tempfile.TemporaryDirectory(prefix="detst-bench-") as t:
         tmp = Path(t)
         from detst.models.yolo import configure_offline
 
         configure_offline(tmp / "yolo")
         print(f"model: {_model_path()}; {os.cpu_count()} CPU cores")
+        if _model_path().endswith(".yaml"):
+            print(f"note: untrained model (no {TRAINED.relative_to(REPO)}; `make demo` trains one, or pass --model): "
+                  "it keeps almost no box, so figures 1 and 3 measure little of the filtering and export")
         t0 = time.perf_counter()
         bench_pseudo(tmp, a.pool, a.imgsz, a.batch)
         bench_eval(a.eval_images)
