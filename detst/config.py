@@ -372,7 +372,7 @@ def _check(cfg: Config, src: str) -> None:
     if teacher is not None and (Path(teacher).parent != Path(".") or not teacher.endswith(".pt")) \
             and not cfg.path(teacher).is_file():
         raise _fail("model.teacher", f"is not a file: {cfg.path(teacher)} (weights .pt or a model yaml; a bare "
-                    f"name like yolov8n.pt is fetched by ultralytics only when online)", src)
+                    f"name ultralytics publishes, like yolov8n.pt, is downloaded when online)", src)
     if d.shared_real is not None and not cfg.path(d.shared_real.root).is_dir():
         raise _fail("data.shared_real.root", f"is not a folder: {cfg.path(d.shared_real.root)} (a relative path "
                     f"is taken from the config's folder; e.g. --set data.shared_real.root=/path/to/shared/data)", src)

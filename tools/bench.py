@@ -29,12 +29,9 @@ sys.path.insert(0, str(REPO))
 
 
 TRAINED = REPO / "runs" / "night" / "warmup" / "train" / "weights" / "best.pt"
-_MODEL: list[str] = []          # set by main (--model)
 
 
-def _model_path() -> str:
-    if _MODEL:
-        return _MODEL[0]
+def _default_model() -> str:
     return str(TRAINED) if TRAINED.exists() else str(REPO / "detst" / "models" / "detst-tiny.yaml")
 
 
@@ -73,12 +70,12 @@ def _export(jsonl, images, tags, classes, out_json):
     return res
 
 
-def bench_pseudo(tmp: Path, n: int, imgsz: int, batch: int) -> None:
+def bench_pseudo(tmp: Path, model: str, n: int, imgsz: int, batch: int) -> None:
     from detst.models.yolo import YoloDetector
     from detst.pseudo import predict_pool
 
     d, cs, tags = _pool(tmp / "pool", n, imgsz)
-    det = YoloDetector(_model_path(), "cpu", imgsz=imgsz)
+    det = YoloDetector(model, "cpu", imgsz=imgsz)
     paths = sorted(str(im.path) for im in cs.images)
 
     def plain() -> float:
@@ -188,14 +185,14 @@ print(json.dumps({"peak_kb": peak, "boxes": res.n_kept + res.n_ignored}))
 """
 
 
-def bench_rss(tmp: Path, small: int, large: int) -> None:
+def bench_rss(tmp: Path, model: str, small: int, large: int) -> None:
     """Each pool is generated here, then labeled by a fresh process that only loads it: that
     process's peak RSS is the pseudo-labeling's (the generator's memory is not counted)."""
     out = {}
     for n in (small, large):
         folder = tmp / f"rss{n}"
         d = _pool(folder / "pool", n, 64)[0]
-        r = subprocess.run([sys.executable, "-c", RSS_CHILD, str(REPO), str(folder), _model_path(),
+        r = subprocess.run([sys.executable, "-c", RSS_CHILD, str(REPO), str(folder), model,
                             str(d["pool_annotations"]), str(d["pool_images"])], capture_output=True, text=True)
         line = [x for x in r.stdout.splitlines() if x.startswith("{")]
         if not line:
@@ -208,12 +205,12 @@ def bench_rss(tmp: Path, small: int, large: int) -> None:
           f"{b['peak_kb'] / a['peak_kb']:.3f} (target ≤ 1.1)")
 
 
-def bench_shards(tmp: Path, n: int) -> None:
+def bench_shards(tmp: Path, model: str, n: int) -> None:
     from detst.models.yolo import YoloDetector
     from detst.pseudo import merge_shard_rows, predict_pool, reorder_rows
 
     d, cs, tags = _pool(tmp / "shardpool", n, 128)
-    det = YoloDetector(_model_path(), "cpu", imgsz=128)
+    det = YoloDetector(model, "cpu", imgsz=128)
     single = tmp / "single" / "pool_predictions.jsonl"
     single.parent.mkdir()
     predict_pool(det, cs.images, single, conf=0.01, batch=16, workers=2, progress=False)
@@ -247,24 +244,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="weights .pt or model yaml (default: the night demo's teacher "
                     "when `make demo` has trained one, else untrained detst-tiny)")
     a = ap.parse_args(argv)
-    if a.model is not None:
-        if not Path(a.model).is_file():
-            ap.error(f"--model {a.model}: no such file")
-        _MODEL.append(str(Path(a.model).resolve()))
+    if a.model is not None and not Path(a.model).is_file():
+        ap.error(f"--model {a.model}: no such file")
+    model = str(Path(a.model).resolve()) if a.model is not None else _default_model()
     with tempfile.TemporaryDirectory(prefix="detst-bench-") as t:
         tmp = Path(t)
         from detst.models.yolo import configure_offline
 
         configure_offline(tmp / "yolo")
-        print(f"model: {_model_path()}; {os.cpu_count()} CPU cores")
-        if _model_path().endswith(".yaml"):
+        print(f"model: {model}; {os.cpu_count()} CPU cores")
+        if model.endswith(".yaml"):
             print(f"note: untrained model (no {TRAINED.relative_to(REPO)}; `make demo` trains one, or pass --model): "
                   "it keeps almost no box, so figures 1 and 3 measure little of the filtering and export")
         t0 = time.perf_counter()
-        bench_pseudo(tmp, a.pool, a.imgsz, a.batch)
+        bench_pseudo(tmp, model, a.pool, a.imgsz, a.batch)
         bench_eval(a.eval_images)
-        bench_rss(tmp, a.rss_small, a.rss_large)
-        bench_shards(tmp, a.shard_images)
+        bench_rss(tmp, model, a.rss_small, a.rss_large)
+        bench_shards(tmp, model, a.shard_images)
         print(f"total {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -285,6 +285,21 @@ def _resumable(yolo: Any, last: Path) -> tuple[str, Any]:
     return "finished", None
 
 
+@contextmanager
+def _quiet(quiet: bool) -> Iterator[None]:
+    """ultralytics' logger at WARNING for the block when ``quiet``: its progress bars are off
+    whenever that logger is above INFO."""
+    from ultralytics.utils import LOGGER
+
+    level = LOGGER.level
+    if quiet:
+        LOGGER.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        LOGGER.setLevel(level)
+
+
 def train(source: str | Path, data_yaml: Path, out_dir: Path, *, imgsz: int, epochs: int, time: float | None,
           patience: int, batch: int, optimizer: str, lr0: float, seed: int, device: str, workers: int,
           augmentations: list[Any] | None, extra: dict[str, Any] | None = None, resume: bool = False,
@@ -298,23 +313,7 @@ def train(source: str | Path, data_yaml: Path, out_dir: Path, *, imgsz: int, epo
     ``quiet``: ultralytics logs warnings only, and so draws no progress bars (``--no-progress``;
     each epoch's numbers are still in ``out_dir/results.csv``)."""
     yolo = _ultralytics()
-    from ultralytics.utils import LOGGER
-
-    level = LOGGER.level
-    if quiet:
-        LOGGER.setLevel(logging.WARNING)     # ultralytics' bars are off when its logger is above INFO
-    try:
-        return _train(yolo, source, data_yaml, Path(out_dir).resolve(), imgsz=imgsz, epochs=epochs, time=time,
-                      patience=patience, batch=batch, optimizer=optimizer, lr0=lr0, seed=seed, device=device,
-                      workers=workers, augmentations=augmentations, extra=extra, resume=resume, callbacks=callbacks)
-    finally:
-        LOGGER.setLevel(level)
-
-
-def _train(yolo: Any, source: str | Path, data_yaml: Path, out_dir: Path, *, imgsz: int, epochs: int,
-           time: float | None, patience: int, batch: int, optimizer: str, lr0: float, seed: int, device: str,
-           workers: int, augmentations: list[Any] | None, extra: dict[str, Any] | None, resume: bool,
-           callbacks: dict[str, Any] | None) -> TrainResult:
+    out_dir = Path(out_dir).resolve()
     dev = resolve_device(device)
     state, model = _resumable(yolo, out_dir / "weights" / "last.pt") if resume else ("absent", None)
     if state == "resumable":
@@ -322,7 +321,8 @@ def _train(yolo: Any, source: str | Path, data_yaml: Path, out_dir: Path, *, img
         for event, fn in (callbacks or {}).items():
             model.add_callback(event, fn)
         try:
-            model.train(resume=True)
+            with _quiet(quiet):
+                model.train(resume=True)
         except AssertionError as e:      # killed after the last epoch: the weights are complete
             if "nothing to resume" not in str(e):
                 raise
@@ -342,7 +342,8 @@ def _train(yolo: Any, source: str | Path, data_yaml: Path, out_dir: Path, *, img
         if augmentations is not None:
             args["augmentations"] = augmentations
         args.update(extra or {})
-        model.train(**args)
+        with _quiet(quiet):
+            model.train(**args)
     weights = out_dir / "weights"
     best = weights / "best.pt" if (weights / "best.pt").exists() else weights / "last.pt"
     if not best.exists():
